@@ -1,0 +1,222 @@
+"""Phase-1 input pipeline: single-kind batches, alternating within one fit."""
+
+import math
+
+import numpy as np
+
+from ilm_keras.models.qformer_pretrainer import ITEM_ITEM
+from ilm_keras.models.qformer_pretrainer import ITEM_TEXT
+from ilm_keras.models.qformer_pretrainer import LOSS_SETS
+from ilm_keras.models.qformer_pretrainer import USER_ITEM
+
+
+def _checked_table(table, name):
+    table = np.asarray(table, dtype="float32")
+    if table.ndim != 2:
+        raise ValueError(
+            f"{name} must be a 2-D [rows, cf_dim] array, got shape {table.shape}."
+        )
+    bad = ~np.isfinite(table).all(axis=1)
+    if bad.any():
+        raise ValueError(
+            f"{name} holds NaN or inf values in {int(bad.sum())} row(s), e.g. "
+            f"row {int(np.flatnonzero(bad)[0])}; CF embeddings must be finite."
+        )
+    return table
+
+
+def _checked_indices(indices, size, what):
+    indices = np.asarray(indices, dtype="int64")
+    bad = (indices < 0) | (indices >= size)
+    if bad.any():
+        raise ValueError(
+            f"Unknown {what} id {int(indices[bad][0])}: the CF table has rows "
+            f"0..{size - 1} ({int(bad.sum())} such reference(s))."
+        )
+    return indices
+
+
+def make_phase1_dataset(
+    item_table,
+    item_text=None,
+    item_item=None,
+    user_item=None,
+    user_table=None,
+    losses="all",
+    batch_size=64,
+    shuffle=True,
+    repeat=True,
+    seed=0,
+):
+    """Builds the `tf.data` pipeline that `QFormerPretrainer.fit` reads.
+
+    Each batch holds examples of a single kind, because contrastive losses
+    use the other examples of the batch as negatives and item-text and
+    item-item examples must not serve as each other's negatives. The kinds
+    take turns (item-text, item-item, user-item, item-text, ...), so one
+    `fit` trains all enabled losses, as in the paper. A batch carries every
+    field; those its kind does not use have zero rows (a pair batch has text
+    of shape `[0, L]`, an item-text batch a second item of shape `[0, d]`),
+    which is how the pretrainer tells the kinds apart without a host
+    round-trip.
+
+    Args:
+        item_table: `[num_items, cf_dim]` item CF embeddings.
+        item_text: `(item_index [P], token_ids [P, L], padding_mask [P, L])`
+            from `QFormerTokenizer.encode` over the items' texts.
+        item_item: `[P, 2]` int item-index pairs (consecutive items).
+        user_item: `[P, 2]` int `(user index, item index)` pairs.
+        user_table: `[num_users, cf_dim]` user CF embeddings (for user-item).
+        losses: `"it"`, `"it_ii"`, `"it_ui"` or `"all"`; the kinds needed by
+            these losses must be given.
+        batch_size: int >= 2, examples per batch (incomplete last batches of
+            a pass are dropped).
+        shuffle: bool, reshuffle every pass.
+        repeat: bool. If True the dataset never ends: pass the returned
+            `steps_per_epoch` to `fit`. If False each kind is read once.
+        seed: int.
+
+    Returns:
+        `(dataset, steps_per_epoch)`; one epoch is one pass over the
+        item-text pairs with as many batches of each other enabled kind.
+
+    Example:
+    ```python
+    token_ids, padding_mask = tokenizer.encode(texts)
+    dataset, steps = make_phase1_dataset(
+        item_table, item_text=(np.arange(len(texts)), token_ids, padding_mask),
+        item_item=pairs, losses="it_ii", batch_size=32)
+    pretrainer.fit(dataset, steps_per_epoch=steps, epochs=5)
+    ```
+    """
+    import tensorflow as tf
+
+    if losses not in LOSS_SETS:
+        raise ValueError(
+            f"Unknown losses={losses!r}; expected one of {list(LOSS_SETS)}."
+        )
+    if batch_size < 2:
+        raise ValueError(
+            f"batch_size must be >= 2 (in-batch negatives), got {batch_size}."
+        )
+    enabled = LOSS_SETS[losses]
+    item_table = _checked_table(item_table, "item_table")
+    cf_dim = item_table.shape[1]
+    if item_text is None:
+        raise ValueError(f"losses={losses!r} needs item_text pairs.")
+    items, token_ids, padding_mask = item_text
+    items = _checked_indices(items, len(item_table), "item")
+    token_ids = np.asarray(token_ids, dtype="int32")
+    padding_mask = np.asarray(padding_mask, dtype="bool")
+    if token_ids.shape != padding_mask.shape or len(token_ids) != len(items):
+        raise ValueError(
+            "item_text must be (items [P], token_ids [P, L], padding_mask "
+            f"[P, L]); got {items.shape}, {token_ids.shape}, "
+            f"{padding_mask.shape}."
+        )
+    if len(padding_mask) and not padding_mask[:, 0].all():
+        raise ValueError(
+            f"Empty text for item {int(items[~padding_mask[:, 0]][0])}: every "
+            "text needs at least one token."
+        )
+    text_length = token_ids.shape[1]
+    items_tf = tf.constant(item_table)
+
+    streams = []  # (kind, arrays, to_batch)
+
+    def no_text(size):
+        return {
+            "token_ids": tf.zeros((0, text_length), "int32"),
+            "padding_mask": tf.zeros((0, text_length), "bool"),
+        }
+
+    def text_batch(item, ids, mask):
+        size = tf.shape(item)[0]
+        return {
+            "kind": tf.fill([size], ITEM_TEXT),
+            "cf_a": tf.gather(items_tf, item),
+            "id_a": item,
+            "cf_b": tf.zeros((0, cf_dim)),
+            "id_b": tf.zeros((0,), "int64"),
+            "token_ids": ids,
+            "padding_mask": mask,
+        }
+
+    streams.append(("item-text", (items, token_ids, padding_mask), text_batch))
+
+    if "ii" in enabled:
+        if item_item is None:
+            raise ValueError(f"losses={losses!r} needs item_item pairs.")
+        pairs = _checked_indices(item_item, len(item_table), "item")
+        if pairs.ndim != 2 or pairs.shape[1] != 2:
+            raise ValueError(f"item_item must be [P, 2], got {pairs.shape}.")
+
+        def item_item_batch(a, b):
+            return {
+                "kind": tf.fill([tf.shape(a)[0]], ITEM_ITEM),
+                "cf_a": tf.gather(items_tf, a),
+                "id_a": a,
+                "cf_b": tf.gather(items_tf, b),
+                "id_b": b,
+                **no_text(None),
+            }
+
+        streams.append(("item-item", (pairs[:, 0], pairs[:, 1]), item_item_batch))
+
+    if "ui" in enabled:
+        if user_item is None or user_table is None:
+            raise ValueError(
+                f"losses={losses!r} needs user_item pairs and a user_table."
+            )
+        user_table = _checked_table(user_table, "user_table")
+        if user_table.shape[1] != cf_dim:
+            raise ValueError(
+                f"user_table has dimension {user_table.shape[1]} but item_table "
+                f"has {cf_dim}; users and items must share one CF space."
+            )
+        pairs = np.asarray(user_item, dtype="int64")
+        if pairs.ndim != 2 or pairs.shape[1] != 2:
+            raise ValueError(f"user_item must be [P, 2], got {pairs.shape}.")
+        users = _checked_indices(pairs[:, 0], len(user_table), "user")
+        users_items = _checked_indices(pairs[:, 1], len(item_table), "item")
+        users_tf = tf.constant(user_table)
+
+        def user_item_batch(u, i):
+            return {
+                "kind": tf.fill([tf.shape(u)[0]], USER_ITEM),
+                "cf_a": tf.gather(users_tf, u),
+                "id_a": u,
+                "cf_b": tf.gather(items_tf, i),
+                "id_b": i,
+                **no_text(None),
+            }
+
+        streams.append(("user-item", (users, users_items), user_item_batch))
+
+    datasets = []
+    for offset, (name, arrays, to_batch) in enumerate(streams):
+        if len(arrays[0]) < batch_size:
+            raise ValueError(
+                f"Only {len(arrays[0])} {name} examples for batch_size="
+                f"{batch_size}; lower the batch size."
+            )
+        ds = tf.data.Dataset.from_tensor_slices(arrays)
+        if shuffle:
+            ds = ds.shuffle(
+                len(arrays[0]), seed=seed + offset, reshuffle_each_iteration=True
+            )
+        if repeat:
+            ds = ds.repeat()
+        ds = ds.batch(batch_size, drop_remainder=True).map(to_batch)
+        datasets.append(ds)
+    choice = tf.data.Dataset.range(len(datasets))
+    if repeat:
+        choice = choice.repeat()
+    else:
+        longest = max(len(s[1][0]) // batch_size for s in streams)
+        choice = choice.repeat(longest)
+    dataset = tf.data.Dataset.choose_from_datasets(
+        datasets, choice, stop_on_empty_dataset=False
+    )
+    steps_per_epoch = len(streams) * max(1, math.floor(len(items) / batch_size))
+    return dataset.prefetch(tf.data.AUTOTUNE), steps_per_epoch

@@ -1,0 +1,234 @@
+"""Run a frozen keras-hub decoder from input embeddings (soft tokens in)."""
+
+import keras
+import keras_hub
+from keras import ops
+
+# Backbones whose decoder blocks take `decoder_padding_mask`,
+# `self_attention_cache` and `self_attention_cache_update_index`, and whose
+# functional graph is `token_embedding -> blocks -> layer_norm`.
+_LLAMA_STYLE = (
+    keras_hub.models.LlamaBackbone,  # Also Llama3Backbone (a subclass).
+    keras_hub.models.MistralBackbone,
+    keras_hub.models.QwenBackbone,
+    keras_hub.models.Qwen3Backbone,
+)
+
+
+def _family(backbone):
+    # Order matters: test the most specific classes first.
+    if isinstance(backbone, keras_hub.models.Gemma3Backbone):
+        return "gemma3"
+    if isinstance(backbone, keras_hub.models.GemmaBackbone):
+        return "gemma"
+    if isinstance(backbone, keras_hub.models.GPT2Backbone):
+        return "gpt2"
+    if isinstance(backbone, _LLAMA_STYLE):
+        return "llama"
+    return None
+
+
+SUPPORTED_BACKBONES = (
+    "GemmaBackbone (Gemma 1 and 2), Gemma3Backbone (text only), "
+    "GPT2Backbone, LlamaBackbone, Llama3Backbone, MistralBackbone, "
+    "QwenBackbone, Qwen3Backbone"
+)
+
+
+class SoftTokenDecoder:
+    """Runs a keras-hub causal LM backbone from input embeddings.
+
+    keras-hub backbones take token ids; an Item-Language Model has to feed the
+    decoder a mix of token embeddings and *soft tokens* (projected item
+    vectors). This helper re-composes a backbone's own pieces the way the
+    backbone's functional graph and its `CausalLM.call_with_cache` do, with the
+    embedding lookup split out:
+
+    1. `embed_tokens(token_ids)`: the backbone's token embedding, including any
+       architecture-specific scaling (Gemma multiplies by `sqrt(hidden_dim)`).
+       Soft tokens are *not* scaled: they replace the output of this step.
+    2. `hidden_states(embeddings, padding_mask)` (no cache) or
+       `call_with_cache(embeddings, cache, cache_update_index)`: position
+       embeddings (GPT-2), the transformer blocks and the final norm.
+    3. `logits(hidden_states)`: the tied/untied output projection.
+
+    With embeddings from `embed_tokens`, `logits(hidden_states(...))` runs
+    exactly the operations of `backbone.token_embedding(backbone(x),
+    reverse=True)`, so the results are identical.
+
+    Every block is called with `training=False`: the LLM is frozen, so its
+    dropout stays off even while the item encoder trains.
+
+    This is a plain Python object, not a Keras layer, on purpose: it holds a
+    reference to the backbone without being tracked, so a model that owns the
+    backbone saves its weights exactly once.
+
+    Args:
+        backbone: a `keras_hub.models.Backbone` of one of the supported
+            architectures (see `SUPPORTED_BACKBONES`).
+
+    Example:
+    ```python
+    backbone = keras_hub.models.LlamaBackbone(
+        vocabulary_size=100, num_layers=2, num_query_heads=2,
+        num_key_value_heads=1, hidden_dim=16, intermediate_dim=32,
+    )
+    decoder = SoftTokenDecoder(backbone)
+    token_ids = np.array([[1, 5, 7, 0]])
+    padding_mask = np.array([[1, 1, 1, 0]])
+    x = decoder.embed_tokens(token_ids)
+    logits = decoder.logits(decoder.hidden_states(x, padding_mask))
+    ```
+    """
+
+    def __init__(self, backbone):
+        family = _family(backbone)
+        if family is None:
+            raise ValueError(
+                "SoftTokenDecoder does not know how to run "
+                f"`{type(backbone).__name__}` from embeddings. Supported "
+                f"backbones: {SUPPORTED_BACKBONES}."
+            )
+        self.backbone = backbone
+        self.family = family
+
+    @property
+    def hidden_dim(self):
+        return self.backbone.hidden_dim
+
+    @property
+    def num_layers(self):
+        return len(self.backbone.transformer_layers)
+
+    @property
+    def max_sequence_length(self):
+        """The longest sequence the backbone accepts (`None`: no limit)."""
+        return getattr(self.backbone, "max_sequence_length", None)
+
+    def embed_tokens(self, token_ids):
+        """Token embeddings as the backbone computes them, `[B, S, H]`."""
+        x = self.backbone.token_embedding(token_ids)
+        if self.family in ("gemma", "gemma3"):
+            x = x * ops.cast(ops.sqrt(self.backbone.hidden_dim), x.dtype)
+        return x
+
+    def _add_positions(self, x, start_index=0):
+        if self.family != "gpt2":
+            return x
+        positions = self.backbone.position_embedding(
+            x, start_index=start_index
+        )
+        x = self.backbone.embeddings_add((x, positions))
+        return self.backbone.embeddings_dropout(x, training=False)
+
+    def hidden_states(self, embeddings, padding_mask):
+        """The final hidden states for a full sequence, no cache.
+
+        Args:
+            embeddings: float tensor `[B, S, H]`.
+            padding_mask: int/bool tensor `[B, S]`, 1 for real positions.
+
+        Returns:
+            float tensor `[B, S, H]` (after the final norm).
+        """
+        x = self._add_positions(embeddings)
+        for layer in self.backbone.transformer_layers:
+            if self.family == "gemma":
+                x = layer(x, padding_mask=padding_mask, training=False)
+            elif self.family == "gemma3":
+                x = layer(
+                    x,
+                    padding_mask=padding_mask,
+                    vision_mask=None,
+                    training=False,
+                )
+            else:
+                x = layer(
+                    x, decoder_padding_mask=padding_mask, training=False
+                )
+        return self.backbone.layer_norm(x)
+
+    def logits(self, hidden_states):
+        """Vocabulary logits from hidden states, `[..., vocabulary_size]`."""
+        return self.backbone.token_embedding(hidden_states, reverse=True)
+
+    def init_cache(self, batch_size, max_length, dtype=None):
+        """An all-zero key/value cache for `max_length` positions.
+
+        The structure is the one the backbone's blocks expect: a tensor
+        `[B, num_layers, 2, max_length, kv_heads, head_dim]`, or for Gemma3 a
+        tuple with one `(key, value)` pair of `[B, max_length, kv_heads,
+        head_dim]` tensors per layer.
+        """
+        dtype = dtype or self.backbone.compute_dtype
+        backbone = self.backbone
+        if self.family == "gpt2":
+            num_heads = backbone.num_heads
+            head_dim = backbone.hidden_dim // backbone.num_heads
+        elif self.family in ("gemma", "gemma3"):
+            num_heads = backbone.num_key_value_heads
+            head_dim = backbone.head_dim
+        else:
+            num_heads = backbone.num_key_value_heads
+            # Mistral and Qwen3 may set `head_dim`; Llama and Qwen derive it.
+            head_dim = getattr(backbone, "head_dim", None) or (
+                backbone.hidden_dim // backbone.num_query_heads
+            )
+        if self.family == "gemma3":
+            shape = [batch_size, max_length, num_heads, head_dim]
+            return tuple(
+                (ops.zeros(shape, dtype=dtype), ops.zeros(shape, dtype=dtype))
+                for _ in range(self.num_layers)
+            )
+        shape = [batch_size, self.num_layers, 2, max_length, num_heads]
+        return ops.zeros(shape + [head_dim], dtype=dtype)
+
+    def call_with_cache(self, embeddings, cache, cache_update_index):
+        """Run `embeddings` at positions `cache_update_index...` with a cache.
+
+        Args:
+            embeddings: float tensor `[B, T, H]` for positions
+                `cache_update_index .. cache_update_index + T - 1`.
+            cache: the structure returned by `init_cache`.
+            cache_update_index: int or scalar int tensor.
+
+        Returns:
+            `(hidden_states [B, T, H], updated cache)`.
+        """
+        x = self._add_positions(embeddings, start_index=cache_update_index)
+        caches = []
+        for i, layer in enumerate(self.backbone.transformer_layers):
+            if self.family == "gemma3":
+                x, layer_cache = layer(
+                    x,
+                    cache=cache[i],
+                    cache_update_index=cache_update_index,
+                    training=False,
+                )
+            elif self.family == "gemma":
+                x, layer_cache = layer(
+                    x,
+                    cache=cache[:, i, ...],
+                    cache_update_index=cache_update_index,
+                    training=False,
+                )
+            else:
+                x, layer_cache = layer(
+                    x,
+                    self_attention_cache=cache[:, i, ...],
+                    self_attention_cache_update_index=cache_update_index,
+                    training=False,
+                )
+            caches.append(layer_cache)
+        if self.family == "gemma3":
+            cache = tuple(caches)
+        else:
+            cache = ops.stack(caches, axis=1)
+        return self.backbone.layer_norm(x), cache
+
+    @staticmethod
+    def gather_cache_rows(cache, rows):
+        """Select (and reorder/repeat) batch rows of a cache: `cache[rows]`."""
+        return keras.tree.map_structure(
+            lambda c: ops.take(c, rows, axis=0), cache
+        )

@@ -1,0 +1,727 @@
+"""ItemLanguageModel: CF item encoder + adaptor + a frozen keras-hub LLM."""
+
+import math
+
+import keras
+import keras_hub
+import numpy as np
+from keras import ops
+
+from ilm_keras.generation.compiled import compile_model_function
+from ilm_keras.generation.constrained_beam_search import (
+    constrained_beam_search,
+)
+from ilm_keras.generation.item_trie import ItemTrie
+from ilm_keras.layers.item_adaptor import LinearAdaptor
+from ilm_keras.layers.item_adaptor import MLPAdaptor
+from ilm_keras.layers.soft_token_decoder import SoftTokenDecoder
+from ilm_keras.models.item_language_model_preprocessor import (
+    ItemLanguageModelPreprocessor,
+)
+from ilm_keras.models.item_language_model_preprocessor import (
+    _to_python_strings,
+)
+
+ITEM_ENCODERS = ("ilm", "ilm_rand", "mlp", "none")
+
+
+def _check_table(table, name, cf_dim=None):
+    """A float32 numpy CF table `[rows, dim]`, validated."""
+    table = np.asarray(
+        keras.ops.convert_to_numpy(table) if not isinstance(table, np.ndarray)
+        else table
+    )
+    if table.ndim != 2:
+        raise ValueError(
+            f"`{name}` must be a 2-D array [rows, cf_dim], got shape "
+            f"{table.shape}."
+        )
+    if not np.issubdtype(table.dtype, np.number):
+        raise ValueError(f"`{name}` must be numeric, got dtype {table.dtype}.")
+    table = table.astype("float32")
+    bad = ~np.isfinite(table)
+    if bad.any():
+        rows = np.unique(np.nonzero(bad)[0])
+        raise ValueError(
+            f"`{name}` holds NaN or inf in {len(rows)} row(s), first rows: "
+            f"{rows[:10].tolist()}. CF embeddings must be finite."
+        )
+    if cf_dim is not None and table.shape[1] != cf_dim:
+        raise ValueError(
+            f"`{name}` has dimension {table.shape[1]} but the item encoder "
+            f"expects cf_dim={cf_dim}."
+        )
+    return table
+
+
+@keras.saving.register_keras_serializable(package="ilm_keras")
+class ItemLanguageModel(keras_hub.models.CausalLM):
+    """Item-Language Model (phase 2): items as soft tokens in a frozen LLM.
+
+    Text prompts mention items and users by name (`item_1001`, `user_12`,
+    see `ItemLanguageModelPreprocessor`). Each mention's CF vector (a row of
+    the item or user table) goes through the item encoder, and the encoder's
+    N output vectors are placed in the LLM input right after the mention's
+    text tokens (paper §4.4). The LLM (any supported keras-hub backbone:
+    Gemma, Gemma3, Llama, GPT-2, ...) is frozen; only the item encoder and the
+    adaptor train, with one `fit` on prompt/response pairs (loss on response
+    tokens only).
+
+    Item encoders (`item_encoder=`):
+    - `"ilm"`: the given, pretrained `QFormer` (phase 1) -> `LinearAdaptor`.
+    - `"ilm_rand"`: a freshly initialized `QFormer` built from `qformer` (a
+      config dict, or a `QFormer` whose config is reused; its weights are
+      not) -> `LinearAdaptor`.
+    - `"mlp"`: the CoLLM adaptor, `MLPAdaptor` (CF vector -> 10 d -> ReLU ->
+      `num_mlp_tokens` LLM embeddings).
+    - `"none"`: no soft tokens (text only, OpenP5-R); no CF tables needed.
+
+    The CF tables are non-trainable state of this model (one variable,
+    `cf_table`, items then users), saved with it; `set_cf_tables` replaces
+    them. The LLM's dropout is always off. With no item or user mentioned,
+    the logits are exactly the LLM's own.
+
+    Generation: `generate()` (keras-hub's, with a KV cache; compile with a
+    sampler, `"greedy"` by default) and `recommend()` (top-K catalogue items
+    by trie-constrained beam search, compiled).
+
+    Args:
+        backbone: a keras-hub causal LM backbone (see
+            `ilm_keras.layers.soft_token_decoder.SUPPORTED_BACKBONES`); it is
+            frozen (`trainable=False`) and used in place, not copied.
+        preprocessor: an `ItemLanguageModelPreprocessor` or None (then the
+            model takes preprocessed inputs and `recommend()` is unavailable).
+        item_encoder: one of `"ilm"`, `"ilm_rand"`, `"mlp"`, `"none"`.
+        qformer: a `QFormer` (`"ilm"`), or a `QFormer` / `QFormer` config
+            dict (`"ilm_rand"`). Unused otherwise.
+        item_embeddings: float array `[num_items, cf_dim]`, the item CF table
+            (row i = `preprocessor.item_ids[i]`). Required unless
+            `item_encoder="none"` (or when restoring from a config).
+        user_embeddings: optional float array `[num_users, cf_dim]`; required
+            when the preprocessor knows users.
+        num_mlp_tokens: int, soft tokens per item for `"mlp"` (k).
+        mlp_hidden_multiplier: int, the MLP's hidden width in units of cf_dim.
+        num_items, num_users, cf_dim: table shapes, only needed when the
+            tables are not given (restoring from a config before loading
+            weights).
+        **kwargs: standard `keras.Model` arguments.
+
+    Example:
+    ```python
+    preprocessor = ItemLanguageModelPreprocessor(
+        tokenizer, item_ids=item_ids, user_ids=user_ids, sequence_length=128
+    )
+    ilm = ItemLanguageModel(
+        backbone=llm_backbone,
+        preprocessor=preprocessor,
+        item_encoder="ilm",
+        qformer=pretrained_qformer,
+        item_embeddings=item_table,
+        user_embeddings=user_table,
+    )
+    ilm.fit({"prompts": prompts, "responses": responses}, batch_size=32)
+    items, scores = ilm.recommend(
+        ["user_12 watched item_1001 , item_1009 . Next?"], k=10,
+        exclude=[["1001", "1009"]],
+    )
+    ```
+    """
+
+    def __init__(
+        self,
+        backbone,
+        preprocessor=None,
+        item_encoder="ilm",
+        qformer=None,
+        item_embeddings=None,
+        user_embeddings=None,
+        num_mlp_tokens=1,
+        mlp_hidden_multiplier=10,
+        num_items=None,
+        num_users=None,
+        cf_dim=None,
+        **kwargs,
+    ):
+        if item_encoder not in ITEM_ENCODERS:
+            raise ValueError(
+                f"`item_encoder` must be one of {ITEM_ENCODERS}, got "
+                f"{item_encoder!r}."
+            )
+        if preprocessor is not None and not isinstance(
+            preprocessor, ItemLanguageModelPreprocessor
+        ):
+            raise ValueError(
+                "`preprocessor` must be an ItemLanguageModelPreprocessor (or "
+                f"None), got {type(preprocessor).__name__}."
+            )
+        decoder = SoftTokenDecoder(backbone)
+        backbone.trainable = False
+
+        # === Item encoder ===
+        qformer_model, adaptor, num_soft_tokens, encoder_cf_dim = (
+            None,
+            None,
+            0,
+            None,
+        )
+        if item_encoder in ("ilm", "ilm_rand"):
+            qformer_model = self._resolve_qformer(item_encoder, qformer)
+            encoder_cf_dim = int(qformer_model.cf_dim)
+            num_soft_tokens = int(qformer_model.num_query_tokens)
+            adaptor = LinearAdaptor(
+                backbone.hidden_dim, dtype=backbone.dtype_policy, name="adaptor"
+            )
+            adaptor.build((None, None, qformer_model.hidden_dim))
+        elif item_encoder == "mlp":
+            num_soft_tokens = int(num_mlp_tokens)
+            adaptor = MLPAdaptor(
+                backbone.hidden_dim,
+                num_tokens=num_soft_tokens,
+                hidden_multiplier=mlp_hidden_multiplier,
+                dtype=backbone.dtype_policy,
+                name="adaptor",
+            )
+
+        # === CF tables ===
+        uses_tables = item_encoder != "none"
+        table = None
+        if uses_tables:
+            table, num_items, num_users, cf_dim = self._resolve_tables(
+                item_embeddings,
+                user_embeddings,
+                num_items,
+                num_users,
+                cf_dim if encoder_cf_dim is None else encoder_cf_dim,
+                preprocessor,
+            )
+            if encoder_cf_dim is not None and cf_dim != encoder_cf_dim:
+                raise ValueError(
+                    f"The CF tables have dimension {cf_dim} but the Q-Former "
+                    f"reads cf_dim={encoder_cf_dim}."
+                )
+            if item_encoder == "mlp":
+                adaptor.build((None, cf_dim))
+        else:
+            num_items, num_users, cf_dim = 0, 0, 0
+
+        if preprocessor is not None:
+            if preprocessor.num_soft_tokens is None:
+                preprocessor.num_soft_tokens = num_soft_tokens
+            elif preprocessor.num_soft_tokens != num_soft_tokens:
+                raise ValueError(
+                    f"The preprocessor lays out {preprocessor.num_soft_tokens} "
+                    f"soft tokens per mention but the `{item_encoder}` item "
+                    f"encoder produces {num_soft_tokens}."
+                )
+
+        # === Layers ===
+        self.backbone = backbone
+        self.preprocessor = preprocessor
+        self.qformer = qformer_model
+        self.adaptor = adaptor
+
+        super().__init__(**kwargs)
+
+        # === Config / state ===
+        self.item_encoder = item_encoder
+        self.num_soft_tokens = num_soft_tokens
+        self.num_mlp_tokens = int(num_mlp_tokens)
+        self.mlp_hidden_multiplier = int(mlp_hidden_multiplier)
+        self.num_items = int(num_items)
+        self.num_users = int(num_users)
+        self.cf_dim = int(cf_dim)
+        self.cf_table = None
+        if uses_tables:
+            self.cf_table = self.add_weight(
+                shape=(self.num_items + self.num_users, self.cf_dim),
+                initializer=keras.initializers.Constant(table)
+                if table is not None
+                else "zeros",
+                dtype="float32",
+                trainable=False,
+                name="cf_table",
+            )
+        # Not tracked by Keras (plain attribute of a plain object): the
+        # decoder only refers to `self.backbone`.
+        object.__setattr__(self, "_decoder", decoder)
+        object.__setattr__(self, "_tries", {})
+        object.__setattr__(self, "_recommend_functions", {})
+
+    # ------------------------------------------------------------------
+    # Construction helpers.
+    # ------------------------------------------------------------------
+    @staticmethod
+    def _resolve_qformer(item_encoder, qformer):
+        from ilm_keras.models.qformer import QFormer
+
+        if item_encoder == "ilm":
+            if not isinstance(qformer, QFormer):
+                raise ValueError(
+                    "`item_encoder='ilm'` needs a pretrained `QFormer` "
+                    f"instance as `qformer`, got {type(qformer).__name__}. "
+                    "For a randomly initialized Q-Former use "
+                    "`item_encoder='ilm_rand'` with a QFormer config."
+                )
+            return qformer
+        if isinstance(qformer, QFormer):
+            config = qformer.get_config()
+        elif isinstance(qformer, dict):
+            config = qformer.get("config", qformer)
+        else:
+            raise ValueError(
+                "`item_encoder='ilm_rand'` needs `qformer` as a QFormer "
+                f"config dict (or a QFormer), got {type(qformer).__name__}."
+            )
+        config = dict(config)
+        config.pop("name", None)
+        return QFormer.from_config(config)
+
+    @staticmethod
+    def _resolve_tables(
+        item_embeddings, user_embeddings, num_items, num_users, cf_dim, prep
+    ):
+        table = None
+        if item_embeddings is not None:
+            items = _check_table(item_embeddings, "item_embeddings", cf_dim)
+            cf_dim = items.shape[1]
+            users = None
+            if user_embeddings is not None:
+                users = _check_table(user_embeddings, "user_embeddings", cf_dim)
+            num_items = items.shape[0]
+            num_users = 0 if users is None else users.shape[0]
+            table = items if users is None else np.concatenate([items, users])
+        elif user_embeddings is not None:
+            raise ValueError(
+                "`user_embeddings` given without `item_embeddings`: the item "
+                "CF table is missing."
+            )
+        elif num_items is None or cf_dim is None:
+            raise ValueError(
+                "The item CF table is missing: pass `item_embeddings` "
+                "[num_items, cf_dim] (and `user_embeddings` if prompts mention "
+                "users), or use `item_encoder='none'` for text only."
+            )
+        num_users = num_users or 0
+        if prep is not None:
+            if prep.num_items != num_items:
+                raise ValueError(
+                    f"The item CF table has {num_items} rows but the "
+                    f"preprocessor knows {prep.num_items} items (`item_ids`)."
+                )
+            if prep.num_users != num_users:
+                if num_users == 0:
+                    raise ValueError(
+                        f"The preprocessor knows {prep.num_users} users but "
+                        "the user CF table is missing: pass "
+                        "`user_embeddings`."
+                    )
+                raise ValueError(
+                    f"The user CF table has {num_users} rows but the "
+                    f"preprocessor knows {prep.num_users} users (`user_ids`)."
+                )
+        return table, int(num_items), int(num_users), int(cf_dim)
+
+    def set_cf_tables(self, item_embeddings, user_embeddings=None):
+        """Replace the CF tables (same shapes, e.g. after retraining CF).
+
+        Args:
+            item_embeddings: float array `[num_items, cf_dim]`.
+            user_embeddings: float array `[num_users, cf_dim]`, required when
+                the model has users.
+        """
+        if self.cf_table is None:
+            raise ValueError(
+                "This model (`item_encoder='none'`) has no CF tables."
+            )
+        items = _check_table(item_embeddings, "item_embeddings", self.cf_dim)
+        if items.shape[0] != self.num_items:
+            raise ValueError(
+                f"`item_embeddings` has {items.shape[0]} rows, the model has "
+                f"{self.num_items} items."
+            )
+        if self.num_users:
+            if user_embeddings is None:
+                raise ValueError(
+                    f"The model has {self.num_users} users: pass "
+                    "`user_embeddings`."
+                )
+            users = _check_table(user_embeddings, "user_embeddings", self.cf_dim)
+            if users.shape[0] != self.num_users:
+                raise ValueError(
+                    f"`user_embeddings` has {users.shape[0]} rows, the model "
+                    f"has {self.num_users} users."
+                )
+            items = np.concatenate([items, users])
+        elif user_embeddings is not None:
+            raise ValueError("The model was built without users.")
+        self.cf_table.assign(items)
+
+    # ------------------------------------------------------------------
+    # Forward pass.
+    # ------------------------------------------------------------------
+    def encode_entities(self, cf_embedding, training=None):
+        """CF vectors `[B, cf_dim]` -> soft tokens `[B, N, llm_hidden_dim]`."""
+        if self.item_encoder == "mlp":
+            return self.adaptor(cf_embedding, training=training)
+        queries = self.qformer.encode_items(cf_embedding, training=training)
+        return self.adaptor(queries, training=training)
+
+    def input_embeddings(self, inputs, training=None):
+        """LLM input embeddings `[B, S, H]` with soft tokens scattered in."""
+        x = self._decoder.embed_tokens(inputs["token_ids"])
+        if self.num_soft_tokens == 0:
+            return x
+        soft_mask = ops.cast(inputs["soft_token_mask"], "bool")
+        entity_ids = ops.cast(inputs["entity_ids"], "int32")
+        batch_size = ops.shape(entity_ids)[0]
+        num_mentions = ops.shape(entity_ids)[1]
+        rows = ops.reshape(ops.maximum(entity_ids, 0), (-1,))
+        cf = ops.take(self.cf_table, rows, axis=0)
+        soft = self.encode_entities(cf, training=training)
+        soft = ops.reshape(
+            ops.cast(soft, x.dtype),
+            (batch_size, num_mentions * self.num_soft_tokens, -1),
+        )
+        # The j-th soft slot of a row takes the j-th soft vector of that row
+        # (mentions in order, N vectors each).
+        slot = ops.cumsum(ops.cast(soft_mask, "int32"), axis=1) - 1
+        slot = ops.clip(slot, 0, num_mentions * self.num_soft_tokens - 1)
+        slot = ops.broadcast_to(ops.expand_dims(slot, -1), ops.shape(x))
+        gathered = ops.take_along_axis(soft, slot, axis=1)
+        return ops.where(ops.expand_dims(soft_mask, -1), gathered, x)
+
+    def call(self, inputs, training=None):
+        x = self.input_embeddings(inputs, training=training)
+        hidden = self._decoder.hidden_states(x, inputs["padding_mask"])
+        return self._decoder.logits(hidden)
+
+    def compile(
+        self,
+        optimizer="auto",
+        loss="auto",
+        *,
+        weighted_metrics="auto",
+        sampler="greedy",
+        **kwargs,
+    ):
+        """Like `CausalLM.compile`; the default loss averages over response
+        tokens only (`reduction="mean_with_sample_weight"`) and the default
+        sampler is greedy."""
+        if loss == "auto":
+            loss = keras.losses.SparseCategoricalCrossentropy(
+                from_logits=True, reduction="mean_with_sample_weight"
+            )
+        super().compile(
+            optimizer=optimizer,
+            loss=loss,
+            weighted_metrics=weighted_metrics,
+            sampler=sampler,
+            **kwargs,
+        )
+
+    # ------------------------------------------------------------------
+    # Generation with a KV cache (keras-hub `generate()`).
+    # ------------------------------------------------------------------
+    def _next_embeddings(self, prompt_embeddings, padding_mask, tokens, pos):
+        """Inputs at position `pos`: the prompt's own (soft tokens
+        included) inside the prompt, else the embedding of `tokens`."""
+        batch_size = ops.shape(tokens)[0]
+        hidden_dim = ops.shape(prompt_embeddings)[-1]
+        from_prompt = ops.slice(
+            prompt_embeddings, [0, pos, 0], [batch_size, 1, hidden_dim]
+        )
+        in_prompt = ops.slice(padding_mask, [0, pos], [batch_size, 1])
+        from_tokens = self._decoder.embed_tokens(ops.expand_dims(tokens, 1))
+        return ops.where(
+            ops.expand_dims(ops.cast(in_prompt, "bool"), -1),
+            from_prompt,
+            from_tokens,
+        )
+
+    def generate_step(self, inputs, stop_token_ids=None):
+        """One compiled generation batch (see `keras_hub.models.CausalLM`)."""
+        token_ids = inputs["token_ids"]
+        padding_mask = ops.cast(inputs["padding_mask"], "bool")
+        embeddings = self.input_embeddings(inputs, training=False)
+        batch_size, max_length = ops.shape(token_ids)[0], ops.shape(token_ids)[1]
+        cache = self._decoder.init_cache(batch_size, max_length)
+        hidden, cache = self._decoder.call_with_cache(embeddings, cache, 0)
+        row_lengths = ops.sum(ops.cast(padding_mask, "int32"), axis=-1)
+        index = ops.min(row_lengths)
+
+        def next(prompt, cache, index):
+            pos = index - 1
+            tokens = ops.slice(prompt, [0, pos], [batch_size, 1])[:, 0]
+            x = self._next_embeddings(embeddings, padding_mask, tokens, pos)
+            hidden, cache = self._decoder.call_with_cache(x, cache, pos)
+            logits = self._decoder.logits(hidden)
+            return logits[:, 0, :], hidden[:, 0, :], cache
+
+        token_ids = self.sampler(
+            next=next,
+            prompt=token_ids,
+            cache=cache,
+            index=index,
+            mask=padding_mask,
+            stop_token_ids=stop_token_ids,
+            hidden_states=hidden,
+            model=self,
+        )
+        if stop_token_ids is not None:
+            stop = ops.zeros_like(token_ids, dtype="bool")
+            for stop_id in stop_token_ids:
+                stop = ops.logical_or(stop, token_ids == stop_id)
+            end_locations = ops.cast(
+                ops.logical_and(stop, ops.logical_not(padding_mask)), "int32"
+            )
+            overflow = ops.cumsum(end_locations, axis=-1) - end_locations
+            output_mask = ops.logical_not(ops.cast(overflow, "bool"))
+        else:
+            output_mask = ops.ones_like(token_ids, dtype="bool")
+        return {
+            "token_ids": token_ids,
+            "padding_mask": output_mask,
+            "soft_token_mask": ops.cast(inputs["soft_token_mask"], "bool"),
+        }
+
+    # ------------------------------------------------------------------
+    # Constrained top-K recommendation.
+    # ------------------------------------------------------------------
+    def item_trie(self, response_prefix=""):
+        """The `ItemTrie` of `response_prefix + item_<id>` (+ end token).
+
+        Item strings are tokenized exactly as a training response is: on
+        their own, followed by the end token when the preprocessor adds one.
+        """
+        if self.preprocessor is None:
+            raise ValueError("`recommend()` needs a preprocessor.")
+        trie = self._tries.get(response_prefix)
+        if trie is None:
+            prep = self.preprocessor
+            names = [
+                response_prefix + prep.item_name(i)
+                for i in range(prep.num_items)
+            ]
+            sequences = prep._tokenize(names)
+            if prep.add_end_token:
+                sequences = [s + [prep.end_token_id] for s in sequences]
+            trie = ItemTrie(sequences, names=names)
+            self._tries[response_prefix] = trie
+        return trie
+
+    def _recommend_function(self, num_beams, max_item_length):
+        key = (num_beams, max_item_length)
+        fn = self._recommend_functions.get(key)
+        if fn is not None:
+            return fn
+        decoder = self._decoder
+
+        def recommend_step(inputs):
+            padding_mask = ops.cast(inputs["padding_mask"], "bool")
+            embeddings = self.input_embeddings(inputs, training=False)
+            batch_size = ops.shape(padding_mask)[0]
+            length = ops.shape(padding_mask)[1]
+            lengths = ops.sum(ops.cast(padding_mask, "int32"), axis=1)
+            cache = decoder.init_cache(batch_size, length + max_item_length)
+            _, cache = decoder.call_with_cache(embeddings, cache, 0)
+            beam_embeddings = ops.repeat(embeddings, num_beams, axis=0)
+            beam_mask = ops.repeat(padding_mask, num_beams, axis=0)
+
+            def step_fn(cache, index, tokens):
+                pos = index - 1
+                x = self._next_embeddings(
+                    beam_embeddings, beam_mask, tokens, pos
+                )
+                hidden, cache = decoder.call_with_cache(x, cache, pos)
+                logits = ops.cast(decoder.logits(hidden)[:, 0, :], "float32")
+                return ops.log_softmax(logits, axis=-1), cache
+
+            return constrained_beam_search(
+                step_fn,
+                cache,
+                lengths,
+                inputs["transitions"],
+                inputs["alphabet"],
+                inputs["leaf_item"],
+                inputs["alive"],
+                num_beams=num_beams,
+                max_item_length=max_item_length,
+            )
+
+        fn = compile_model_function(self, recommend_step)
+        self._recommend_functions[key] = fn
+        return fn
+
+    def _exclusions(self, exclude, num_prompts):
+        if exclude is None:
+            return [[] for _ in range(num_prompts)]
+        if len(exclude) != num_prompts:
+            raise ValueError(
+                f"`exclude` has {len(exclude)} entries for {num_prompts} "
+                "prompts (one list of items per prompt)."
+            )
+        out = []
+        for b, items in enumerate(exclude):
+            rows = []
+            for item in items if items is not None else []:
+                try:
+                    rows.append(self.preprocessor.item_index(item))
+                except ValueError as e:
+                    raise ValueError(f"`exclude[{b}]`: {e}") from None
+            out.append(rows)
+        return out
+
+    def recommend(
+        self,
+        prompts,
+        k=10,
+        exclude=None,
+        num_beams=None,
+        response_prefix="",
+        batch_size=32,
+        length_bucket=16,
+    ):
+        """Top-`k` catalogue items for each prompt, by constrained beam search.
+
+        Decoding is restricted to the catalogue's item strings (a trie over
+        `response_prefix + item_<id>` plus the end token, see `item_trie`), so
+        every result is a valid, distinct item. Items are ranked by sequence
+        log-likelihood under the model (sum of the token log-probabilities,
+        end token included). The search runs as one compiled program per
+        batch shape; prompts are sorted by length, batched, and padded to a
+        multiple of `length_bucket` tokens to keep the number of shapes small.
+
+        Args:
+            prompts: a string or a list of strings.
+            k: int, items to return per prompt.
+            exclude: optional list (one per prompt) of item ids (`1001` or
+                `"item_1001"`) never to return, e.g. the user's history.
+            num_beams: int >= k, the beam width. Defaults to `k`. With
+                `num_beams` >= the catalogue size the result is exact.
+            response_prefix: text the training responses put before the item
+                name (default: responses are just `item_<id>`).
+            batch_size: prompts per compiled batch.
+            length_bucket: prompt lengths are padded up to a multiple of this.
+
+        Returns:
+            `(items, scores)`: numpy arrays `[num_prompts, k]`: item ids
+            (strings, as in `preprocessor.item_ids`), best first, and their
+            log-likelihoods (float32). For a single string prompt, `[k]`.
+        """
+        if self.preprocessor is None:
+            raise ValueError("`recommend()` needs a preprocessor.")
+        prep = self.preprocessor
+        single = isinstance(prompts, str)
+        prompts = _to_python_strings(prompts, "prompts")
+        num_beams = int(num_beams or k)
+        if k < 1 or num_beams < k:
+            raise ValueError(
+                f"Need 1 <= k <= num_beams, got k={k}, num_beams={num_beams}."
+            )
+        trie = self.item_trie(response_prefix)
+        if single and exclude is not None and (
+            len(exclude) == 0 or not isinstance(exclude[0], (list, tuple))
+        ):
+            exclude = [exclude]
+        excluded = self._exclusions(exclude, len(prompts))
+        alive = trie.alive_mask(excluded)
+        for b, rows in enumerate(excluded):
+            left = trie.num_items - len(set(rows))
+            if left < k:
+                raise ValueError(
+                    f"Prompt {b}: only {left} items remain after excluding "
+                    f"{len(set(rows))}, fewer than k={k}."
+                )
+        layouts, mentions = prep._layout_prompts(prompts)
+        lengths = np.array([len(ids) for ids, _ in layouts])
+        limit = prep.sequence_length
+        for b, n in enumerate(lengths):
+            if n > limit:
+                raise ValueError(
+                    f"Prompt {b} has {n} tokens (soft and start tokens "
+                    f"included), longer than the preprocessor's "
+                    f"sequence_length={limit}."
+                )
+        model_limit = self._decoder.max_sequence_length
+        entity_ids = prep._entity_array(mentions)
+
+        order = np.argsort(lengths, kind="stable")
+        chunk = min(int(batch_size), len(prompts))
+        items_out = np.full((len(prompts), k), -1, dtype="int64")
+        scores_out = np.full((len(prompts), k), -np.inf, dtype="float32")
+        fn = self._recommend_function(num_beams, trie.max_length)
+        for start in range(0, len(prompts), chunk):
+            idx = order[start : start + chunk]
+            real = len(idx)
+            idx = np.concatenate([idx, np.repeat(idx[:1], chunk - real)])
+            width = int(
+                math.ceil(lengths[idx].max() / length_bucket) * length_bucket
+            )
+            if model_limit and width + trie.max_length > model_limit:
+                raise ValueError(
+                    f"Prompts of up to {lengths[idx].max()} tokens (padded to "
+                    f"{width}) plus items of up to {trie.max_length} tokens "
+                    f"exceed the backbone's max_sequence_length={model_limit}."
+                )
+            token_ids = prep._pad(
+                [layouts[i][0] for i in idx], width, prep.pad_token_id, "int32"
+            )
+            inputs = {
+                "token_ids": token_ids,
+                "padding_mask": prep._pad(
+                    [[True] * lengths[i] for i in idx], width, False, "bool"
+                ),
+                "soft_token_mask": prep._pad(
+                    [layouts[i][1] for i in idx], width, False, "bool"
+                ),
+                "entity_ids": entity_ids[idx],
+                "alive": alive[idx],
+                "transitions": trie.transitions,
+                "alphabet": trie.alphabet,
+                "leaf_item": trie.leaf_item,
+            }
+            items, scores = fn(inputs)
+            items = ops.convert_to_numpy(items)[:real, :k]
+            scores = ops.convert_to_numpy(scores)[:real, :k]
+            items_out[idx[:real]] = items
+            scores_out[idx[:real]] = scores
+        if (items_out < 0).any():
+            b = int(np.nonzero((items_out < 0).any(axis=1))[0][0])
+            raise ValueError(
+                f"Beam search returned fewer than k={k} items for prompt {b} "
+                "(non-finite model outputs?)."
+            )
+        ids = np.array(prep.item_ids, dtype=object)[items_out]
+        if single:
+            return ids[0], scores_out[0]
+        return ids, scores_out
+
+    # ------------------------------------------------------------------
+    # Serialization.
+    # ------------------------------------------------------------------
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "item_encoder": self.item_encoder,
+                "qformer": (
+                    None
+                    if self.qformer is None
+                    else keras.layers.serialize(self.qformer)
+                ),
+                "num_mlp_tokens": self.num_mlp_tokens,
+                "mlp_hidden_multiplier": self.mlp_hidden_multiplier,
+                "num_items": self.num_items,
+                "num_users": self.num_users,
+                "cf_dim": self.cf_dim,
+            }
+        )
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        qformer = config.get("qformer")
+        if isinstance(qformer, dict) and config.get("item_encoder") == "ilm":
+            config["qformer"] = keras.layers.deserialize(qformer)
+        return super().from_config(config)

@@ -1,0 +1,517 @@
+"""Text with `item_<id>` / `user_<id>` mentions -> ILM model inputs."""
+
+import re
+
+import keras
+import keras_hub
+import numpy as np
+
+try:
+    import tensorflow as tf
+except ImportError:  # pragma: no cover - TF ships with keras-hub on Linux.
+    tf = None
+
+_ID_PATTERN = re.compile(r"^[A-Za-z0-9]+$")
+
+
+def _to_python_strings(x, name):
+    """A list of Python strings from a string, list, numpy or tf tensor."""
+    if tf is not None and isinstance(x, tf.Tensor):
+        x = x.numpy()
+    if isinstance(x, (str, bytes)):
+        x = [x]
+    x = np.asarray(x, dtype=object).reshape(-1).tolist()
+    out = []
+    for i, s in enumerate(x):
+        if isinstance(s, bytes):
+            s = s.decode("utf-8")
+        if not isinstance(s, str):
+            raise ValueError(
+                f"`{name}[{i}]` must be a string, got {type(s).__name__}."
+            )
+        out.append(s)
+    return out
+
+
+@keras.saving.register_keras_serializable(package="ilm_keras")
+class ItemLanguageModelPreprocessor(keras_hub.models.Preprocessor):
+    """Tokenizes prompts that mention items and users, for `ItemLanguageModel`.
+
+    Prompt text refers to items and users by their OpenP5-style names,
+    `item_<id>` and `user_<id>` (e.g. `"user_12 watched item_1001 ,
+    item_1002"`). Each mention keeps its text tokens and is followed by
+    `num_soft_tokens` *soft-token slots* (paper §4.4: the item's embedding is
+    appended right after its id text). The model fills those slots with the
+    item encoder's output for that item (a user is a special item: same
+    encoder, the user's CF vector).
+
+    To place the slots exactly, the prompt is cut right after each mention
+    and the pieces are tokenized separately. A prompt without mentions (or a
+    model with `num_soft_tokens=0`, the text-only `none` variant) is tokenized
+    in one piece, exactly as the LLM's own preprocessor would.
+
+    Responses are plain text (the targets); mentions in responses get no soft
+    tokens, since the model generates them as text.
+
+    Outputs (`call` returns `(x, y, sample_weight)`; `generate_preprocess`
+    returns `x`), where `S` is `sequence_length` and `M` is `max_mentions`:
+
+    - `x["token_ids"]` int32 `[B, S]`: token ids; soft-token slots hold the
+      pad id.
+    - `x["padding_mask"]` bool `[B, S]`.
+    - `x["soft_token_mask"]` bool `[B, S]`: True at soft-token slots.
+    - `x["entity_ids"]` int32 `[B, M]`: for each mention in order, its row in
+      the model's CF table (items first, `0..num_items-1`, then users,
+      `num_items..num_items+num_users-1`); -1 pads unused mention slots.
+    - `y` int32 `[B, S]`: the next token; `sample_weight` float32 `[B, S]`:
+      1 on response tokens (the end token included), 0 elsewhere (with plain
+      strings instead of prompts/responses: 1 on every real text token).
+
+    Nothing is truncated: an example longer than `sequence_length`, a
+    mention of an unknown id, or more than `max_mentions` mentions raises a
+    `ValueError` naming the example.
+
+    Args:
+        tokenizer: a `keras_hub.tokenizers.Tokenizer` (the LLM's).
+        item_ids: list of item ids (strings or ints, `[A-Za-z0-9]+`); item
+            `item_ids[i]` is written `f"{item_prefix}{item_ids[i]}"` and is row
+            `i` of the model's item CF table.
+        user_ids: optional list of user ids, rows of the user CF table.
+        sequence_length: int. Padded length of the model inputs.
+        max_mentions: int. Maximum number of item/user mentions per prompt
+            (the static size of `entity_ids`).
+        num_soft_tokens: int or None. Soft tokens per mention; set by
+            `ItemLanguageModel` from its item encoder when None.
+        item_prefix: string before item ids in text. Defaults to `"item_"`.
+        user_prefix: string before user ids in text. Defaults to `"user_"`.
+        add_start_token: bool. Prepend the tokenizer's start token.
+        add_end_token: bool. Append the tokenizer's end token to responses.
+        **kwargs: standard `keras.layers.Layer` arguments.
+
+    Example:
+    ```python
+    preprocessor = ItemLanguageModelPreprocessor(
+        tokenizer=tokenizer,
+        item_ids=[1001, 1002, 1003],
+        user_ids=[1, 2],
+        sequence_length=64,
+        max_mentions=8,
+        num_soft_tokens=2,
+    )
+    x, y, sample_weight = preprocessor(
+        {
+            "prompts": ["user_1 watched item_1001 , item_1003 . next:"],
+            "responses": ["item_1002"],
+        }
+    )
+    ```
+    """
+
+    def __init__(
+        self,
+        tokenizer,
+        item_ids,
+        user_ids=None,
+        sequence_length=256,
+        max_mentions=32,
+        num_soft_tokens=None,
+        item_prefix="item_",
+        user_prefix="user_",
+        add_start_token=True,
+        add_end_token=True,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.tokenizer = tokenizer
+        self.item_ids = self._check_ids(item_ids, "item_ids")
+        self.user_ids = self._check_ids(user_ids or [], "user_ids")
+        if not item_prefix or not user_prefix or item_prefix == user_prefix:
+            raise ValueError(
+                "`item_prefix` and `user_prefix` must be distinct, non-empty "
+                f"strings, got {item_prefix!r} and {user_prefix!r}."
+            )
+        self.item_prefix = item_prefix
+        self.user_prefix = user_prefix
+        self.sequence_length = int(sequence_length)
+        self.max_mentions = int(max_mentions)
+        self.num_soft_tokens = (
+            None if num_soft_tokens is None else int(num_soft_tokens)
+        )
+        self.add_start_token = add_start_token
+        self.add_end_token = add_end_token
+        self._entity_rows = {}
+        for i, item_id in enumerate(self.item_ids):
+            self._entity_rows[item_prefix + item_id] = i
+        for j, user_id in enumerate(self.user_ids):
+            self._entity_rows[user_prefix + user_id] = len(self.item_ids) + j
+        prefixes = "|".join(
+            re.escape(p)
+            for p in sorted([item_prefix, user_prefix], key=len, reverse=True)
+        )
+        # A mention is a prefix plus an alphanumeric id, not glued to a
+        # preceding word character ("xitem_1" is not a mention).
+        self._mention_re = re.compile(
+            rf"(?<![A-Za-z0-9_])(?:{prefixes})[A-Za-z0-9]+"
+        )
+
+    @staticmethod
+    def _check_ids(ids, name):
+        ids = [str(i) for i in ids]
+        for i in ids:
+            if not _ID_PATTERN.match(i):
+                raise ValueError(
+                    f"`{name}` must be alphanumeric ids ([A-Za-z0-9]+); got "
+                    f"{i!r}."
+                )
+        if len(set(ids)) != len(ids):
+            seen, dups = set(), []
+            for i in ids:
+                if i in seen:
+                    dups.append(i)
+                seen.add(i)
+            raise ValueError(f"`{name}` has duplicate ids: {dups[:10]}.")
+        return ids
+
+    # ------------------------------------------------------------------
+    # Properties.
+    # ------------------------------------------------------------------
+    @property
+    def num_items(self):
+        return len(self.item_ids)
+
+    @property
+    def num_users(self):
+        return len(self.user_ids)
+
+    def _special_id(self, name):
+        value = getattr(self.tokenizer, name, None)
+        return None if value is None else int(value)
+
+    @property
+    def pad_token_id(self):
+        pad = self._special_id("pad_token_id")
+        return 0 if pad is None else pad
+
+    @property
+    def start_token_id(self):
+        return self._special_id("start_token_id")
+
+    @property
+    def end_token_id(self):
+        return self._special_id("end_token_id")
+
+    def item_name(self, index):
+        """The text of item row `index`, e.g. `"item_1001"`."""
+        return self.item_prefix + self.item_ids[index]
+
+    def item_index(self, item):
+        """The row of an item given as its id (`1001`) or name (`item_1001`)."""
+        name = str(item)
+        if not name.startswith(self.item_prefix):
+            name = self.item_prefix + name
+        row = self._entity_rows.get(name)
+        if row is None or row >= self.num_items:
+            raise ValueError(f"Unknown item {item!r}: not in `item_ids`.")
+        return row
+
+    # ------------------------------------------------------------------
+    # Tokenization.
+    # ------------------------------------------------------------------
+    def _tokenize(self, strings):
+        """Tokenize a list of strings, one Python list of ints per string."""
+        if not strings:
+            return []
+        out = self.tokenizer(strings)
+        if hasattr(out, "to_list"):
+            out = out.to_list()
+        out = [np.asarray(t).reshape(-1).astype("int64").tolist() for t in out]
+        return out
+
+    def _split_prompts(self, prompts):
+        """Cut each prompt after each mention; map mentions to table rows."""
+        pieces, mentions = [], []
+        for i, prompt in enumerate(prompts):
+            cuts, rows = [], []
+            for match in self._mention_re.finditer(prompt):
+                name = match.group(0)
+                row = self._entity_rows.get(name)
+                if row is None:
+                    kind = (
+                        "item"
+                        if name.startswith(self.item_prefix)
+                        else "user"
+                    )
+                    raise ValueError(
+                        f"Prompt {i} mentions unknown {kind} `{name}` (not in "
+                        f"`{kind}_ids`). Prompt: {prompt!r}"
+                    )
+                cuts.append(match.end())
+                rows.append(row)
+            n = self.num_soft_tokens or 0
+            if n == 0:
+                # Text only: tokenize naturally, in one piece.
+                pieces.append([prompt])
+            else:
+                if len(rows) > self.max_mentions:
+                    raise ValueError(
+                        f"Prompt {i} mentions {len(rows)} items/users but "
+                        f"`max_mentions` is {self.max_mentions}. Prompt: "
+                        f"{prompt!r}"
+                    )
+                bounds = [0] + cuts + [len(prompt)]
+                pieces.append(
+                    [prompt[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
+                )
+            mentions.append(rows)
+        return pieces, mentions
+
+    def _layout_prompts(self, prompts):
+        """Token ids, soft flags and mention rows of each prompt (unpadded)."""
+        if self.num_soft_tokens is None:
+            raise ValueError(
+                "`num_soft_tokens` is not set: attach this preprocessor to an "
+                "`ItemLanguageModel` (which sets it from its item encoder) or "
+                "pass `num_soft_tokens`."
+            )
+        pieces, mentions = self._split_prompts(prompts)
+        flat = [p for row in pieces for p in row]
+        tokens = self._tokenize(flat)
+        n = self.num_soft_tokens
+        start = self.start_token_id if self.add_start_token else None
+        if self.add_start_token and start is None:
+            raise ValueError(
+                "`add_start_token=True` but the tokenizer has no start token."
+            )
+        layouts, k = [], 0
+        for row_pieces in pieces:
+            ids = [] if start is None else [start]
+            soft = [False] * len(ids)
+            for j in range(len(row_pieces)):
+                ids += tokens[k]
+                soft += [False] * len(tokens[k])
+                k += 1
+                if n and j < len(row_pieces) - 1:
+                    ids += [self.pad_token_id] * n
+                    soft += [True] * n
+            layouts.append((ids, soft))
+        return layouts, mentions
+
+    def _pad(self, rows, length, value, dtype):
+        out = np.full((len(rows), length), value, dtype=dtype)
+        for i, r in enumerate(rows):
+            out[i, : len(r)] = r
+        return out
+
+    def _entity_array(self, mentions):
+        width = self.max_mentions
+        out = np.full((len(mentions), width), -1, dtype="int32")
+        for i, rows in enumerate(mentions):
+            rows = rows[:width] if not self.num_soft_tokens else rows
+            out[i, : len(rows)] = rows
+        return out
+
+    def _pack(self, prompts, responses, sequence_length):
+        """The numpy implementation of `call` (see the class docstring)."""
+        layouts, mentions = self._layout_prompts(prompts)
+        end = self.end_token_id if self.add_end_token else None
+        if self.add_end_token and end is None:
+            raise ValueError(
+                "`add_end_token=True` but the tokenizer has no end token."
+            )
+        if responses is not None:
+            if len(responses) != len(prompts):
+                raise ValueError(
+                    f"Got {len(prompts)} prompts but {len(responses)} "
+                    "responses."
+                )
+            response_tokens = self._tokenize(responses)
+        ids_rows, soft_rows, weight_rows = [], [], []
+        for i, (ids, soft) in enumerate(layouts):
+            if responses is None:
+                ids = ids + ([] if end is None else [end])
+                soft = soft + ([] if end is None else [False])
+                weight = [0.0 if s else 1.0 for s in soft]
+            else:
+                tail = response_tokens[i] + ([] if end is None else [end])
+                weight = [0.0] * len(ids) + [1.0] * len(tail)
+                ids = ids + tail
+                soft = soft + [False] * len(tail)
+            if len(ids) > sequence_length + 1:
+                raise ValueError(
+                    f"Example {i} has {len(ids)} tokens (soft tokens, start "
+                    f"and end tokens included) but `sequence_length` is "
+                    f"{sequence_length} (room for {sequence_length + 1} "
+                    "with the one-token shift). Raise `sequence_length` or "
+                    "shorten the example."
+                )
+            ids_rows.append(ids)
+            soft_rows.append(soft)
+            weight_rows.append(weight)
+        length = sequence_length + 1
+        token_ids = self._pad(ids_rows, length, self.pad_token_id, "int32")
+        soft = self._pad(soft_rows, length, False, "bool")
+        weight = self._pad(weight_rows, length, 0.0, "float32")
+        mask = self._pad([[True] * len(r) for r in ids_rows], length, 0, "bool")
+        x = {
+            "token_ids": token_ids[:, :-1],
+            "padding_mask": mask[:, :-1],
+            "soft_token_mask": soft[:, :-1],
+            "entity_ids": self._entity_array(mentions),
+        }
+        return x, token_ids[:, 1:], weight[:, 1:]
+
+    def _generate_pack(self, prompts, sequence_length):
+        layouts, mentions = self._layout_prompts(prompts)
+        for i, (ids, _) in enumerate(layouts):
+            if len(ids) >= sequence_length:
+                raise ValueError(
+                    f"Prompt {i} has {len(ids)} tokens (soft tokens and start "
+                    f"token included) but the sequence length is "
+                    f"{sequence_length}: no room left to generate. Raise "
+                    "`max_length`/`sequence_length` or shorten the prompt."
+                )
+            if not ids:
+                raise ValueError(
+                    f"Prompt {i} is empty (and there is no start token)."
+                )
+        return {
+            "token_ids": self._pad(
+                [ids for ids, _ in layouts],
+                sequence_length,
+                self.pad_token_id,
+                "int32",
+            ),
+            "padding_mask": self._pad(
+                [[True] * len(ids) for ids, _ in layouts],
+                sequence_length,
+                False,
+                "bool",
+            ),
+            "soft_token_mask": self._pad(
+                [soft for _, soft in layouts], sequence_length, False, "bool"
+            ),
+            "entity_ids": self._entity_array(mentions),
+        }
+
+    # ------------------------------------------------------------------
+    # Layer API.
+    # ------------------------------------------------------------------
+    def _split_inputs(self, x):
+        if isinstance(x, dict):
+            unknown = set(x) - {"prompts", "responses"}
+            if unknown or "prompts" not in x:
+                raise ValueError(
+                    "Expected a dict with keys 'prompts' and (optionally) "
+                    f"'responses', got keys {sorted(x)}."
+                )
+            return x["prompts"], x.get("responses")
+        return x, None
+
+    def call(self, x, y=None, sample_weight=None, sequence_length=None):
+        if y is not None or sample_weight is not None:
+            raise ValueError(
+                "ItemLanguageModelPreprocessor computes `y` and "
+                "`sample_weight` itself: pass {'prompts': ..., 'responses': "
+                "...} (or plain strings) as `x` only."
+            )
+        sequence_length = sequence_length or self.sequence_length
+        prompts, responses = self._split_inputs(x)
+        if tf is not None and not tf.executing_eagerly():
+            return self._call_in_graph(prompts, responses, sequence_length)
+        prompts = _to_python_strings(prompts, "prompts")
+        if responses is not None:
+            responses = _to_python_strings(responses, "responses")
+        x, y, sample_weight = self._pack(prompts, responses, sequence_length)
+        return keras.utils.pack_x_y_sample_weight(x, y, sample_weight)
+
+    def _call_in_graph(self, prompts, responses, sequence_length):
+        """Inside `tf.data`: run the numpy implementation per batch."""
+        prompts = tf.convert_to_tensor(prompts)
+        scalar = prompts.shape.rank == 0
+        has_responses = responses is not None
+        responses = (
+            tf.convert_to_tensor(responses) if has_responses else prompts
+        )
+
+        def fn(p, r):
+            p = _to_python_strings(p, "prompts")
+            r = _to_python_strings(r, "responses") if has_responses else None
+            x, y, w = self._pack(p, r, sequence_length)
+            return (
+                x["token_ids"],
+                x["padding_mask"],
+                x["soft_token_mask"],
+                x["entity_ids"],
+                y,
+                w,
+            )
+
+        outs = tf.numpy_function(
+            fn,
+            [prompts, responses],
+            [tf.int32, tf.bool, tf.bool, tf.int32, tf.int32, tf.float32],
+            stateful=False,
+        )
+        widths = [sequence_length] * 3 + [self.max_mentions] + [
+            sequence_length
+        ] * 2
+        shaped = []
+        for t, w in zip(outs, widths):
+            t.set_shape([None, w])
+            shaped.append(t[0] if scalar else t)
+        token_ids, mask, soft, entities, y, w = shaped
+        x = {
+            "token_ids": token_ids,
+            "padding_mask": mask,
+            "soft_token_mask": soft,
+            "entity_ids": entities,
+        }
+        return keras.utils.pack_x_y_sample_weight(x, y, w)
+
+    def generate_preprocess(self, x, sequence_length=None):
+        """Prompts -> model inputs for generation (no end token, no labels).
+
+        Args:
+            x: a string, a list of strings, or `{"prompts": ...}`.
+            sequence_length: the padded length (the total generation length).
+
+        Returns:
+            dict of numpy arrays (see the class docstring).
+        """
+        sequence_length = sequence_length or self.sequence_length
+        prompts, _ = self._split_inputs(x)
+        prompts = _to_python_strings(prompts, "prompts")
+        return self._generate_pack(prompts, sequence_length)
+
+    def generate_postprocess(self, x):
+        """Generated token ids -> strings, dropping prompt soft tokens,
+        padding and special tokens."""
+        token_ids = keras.ops.convert_to_numpy(x["token_ids"])
+        keep = keras.ops.convert_to_numpy(x["padding_mask"]).astype(bool)
+        if "soft_token_mask" in x:
+            soft = keras.ops.convert_to_numpy(x["soft_token_mask"]).astype(bool)
+            keep &= ~soft
+        special = set(getattr(self.tokenizer, "special_token_ids", []) or [])
+        rows = []
+        for ids, k in zip(token_ids, keep):
+            rows.append([int(t) for t, kk in zip(ids, k) if kk and t not in special])
+        out = [self.tokenizer.detokenize([r])[0] if r else "" for r in rows]
+        out = [s.decode("utf-8") if isinstance(s, bytes) else str(s) for s in out]
+        return out
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "item_ids": list(self.item_ids),
+                "user_ids": list(self.user_ids),
+                "sequence_length": self.sequence_length,
+                "max_mentions": self.max_mentions,
+                "num_soft_tokens": self.num_soft_tokens,
+                "item_prefix": self.item_prefix,
+                "user_prefix": self.user_prefix,
+                "add_start_token": self.add_start_token,
+                "add_end_token": self.add_end_token,
+            }
+        )
+        return config
