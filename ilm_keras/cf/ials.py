@@ -2,8 +2,11 @@
 
 import time
 
+import contextlib
+
 import numpy as np
 import scipy.sparse
+import threadpoolctl
 
 from ilm_keras.cf.embeddings import CFEmbeddings
 from ilm_keras.cf.interaction_matrix import interaction_matrix
@@ -202,6 +205,10 @@ class IALS:
         init_stddev: initial tables are normal with stddev
             `init_stddev / sqrt(factors)` (Rendle et al., iALS revisited).
         seed: seed of the initialisation; equal seeds give equal tables.
+        blas_threads: BLAS threads while fitting and folding in (via
+            `threadpoolctl`). The solver makes many small matrix products,
+            which run fastest single-threaded; a multithreaded OpenBLAS on a
+            busy machine can be 10x slower. `None` leaves BLAS as it is.
 
     Example:
     ```python
@@ -223,6 +230,7 @@ class IALS:
         cg_steps=3,
         init_stddev=0.1,
         seed=0,
+        blas_threads=1,
     ):
         if int(factors) != factors or factors < 1:
             raise ValueError(f"`factors` must be a positive int; got {factors}.")
@@ -250,6 +258,7 @@ class IALS:
         self.cg_steps = int(cg_steps)
         self.init_stddev = float(init_stddev)
         self.seed = seed
+        self.blas_threads = blas_threads
         self.user_table = None
         self.item_table = None
         self.loss_history = []
@@ -265,7 +274,13 @@ class IALS:
             "cg_steps": self.cg_steps,
             "init_stddev": self.init_stddev,
             "seed": self.seed,
+            "blas_threads": self.blas_threads,
         }
+
+    def _blas_limit(self):
+        if self.blas_threads is None:
+            return contextlib.nullcontext()
+        return threadpoolctl.threadpool_limits(self.blas_threads, "blas")
 
     def fit(
         self, interactions, num_users=None, num_items=None, compute_loss=False
@@ -286,6 +301,10 @@ class IALS:
             `[num_items, factors]`. Users without interactions get (near)
             zero rows.
         """
+        with self._blas_limit():
+            return self._fit(interactions, num_users, num_items, compute_loss)
+
+    def _fit(self, interactions, num_users, num_items, compute_loss):
         start = time.perf_counter()
         user_items = interaction_matrix(interactions, num_users, num_items)
         item_users = user_items.T.tocsr()
@@ -387,9 +406,11 @@ class IALS:
         matrix = interaction_matrix(
             histories, num_items=self.item_table.shape[0]
         )
-        return solve_exact(
-            matrix, self.item_table, self.regularization, self.alpha
-        ).astype(np.float32)
+        with self._blas_limit():
+            users = solve_exact(
+                matrix, self.item_table, self.regularization, self.alpha
+            )
+        return users.astype(np.float32)
 
     def to_embeddings(self, user_ids=None, item_ids=None):
         """Wraps the trained tables in a `CFEmbeddings` (method `"ials"`)."""

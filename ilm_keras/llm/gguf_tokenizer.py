@@ -2,10 +2,15 @@
 
 import keras
 from keras_hub.tokenizers import BytePairTokenizer
+from tokenizers import pre_tokenizers
 
 # `tokenizer.ggml.token_type` values (llama.cpp's `llama_token_type`).
 TOKEN_TYPE_CONTROL = 3
 TOKEN_TYPE_USER_DEFINED = 4
+
+# `tokenizer.ggml.pre` values this tokenizer reproduces exactly (eager mode).
+# "gpt-2": GPT-2's split regex; "smollm": digits split one by one first.
+PRE_TOKENIZERS = ("gpt-2", "smollm")
 
 
 @keras.saving.register_keras_serializable(package="ilm_keras")
@@ -24,10 +29,14 @@ class GGUFBytePairTokenizer(BytePairTokenizer):
     Control tokens (e.g. `<|im_start|>`) are never split: they are matched
     whole in the input text, as llama.cpp does.
 
-    Pre-tokenization is keras-hub's (Llama 3's split pattern in eager mode,
-    GPT-2's inside `tf.data`). GGUF `gpt2`-model vocabularies whose merges
-    never join digits or join punctuation to letters (SmolLM2's) give the
-    same token ids as the original tokenizer under either pattern.
+    Pre-tokenization follows the GGUF `tokenizer.ggml.pre` type: `"gpt-2"`
+    (GPT-2's split regex) or `"smollm"` (digits split one by one, then
+    GPT-2's regex). On SmolLM2 this gives the ids of the original Hugging
+    Face tokenizer, runs of spaces and chat control tokens included.
+    Caveat: inside `tf.data` / `tf.function`, keras-hub runs its own
+    TensorFlow implementation instead, which splits runs of spaces
+    differently and breaks control tokens that contain `|` (keras-hub 0.32);
+    tokenize eagerly (or precompute ids) when exact ids matter.
 
     Args:
         vocabulary: dict mapping token string to id, or a path to a json file.
@@ -41,6 +50,7 @@ class GGUFBytePairTokenizer(BytePairTokenizer):
             `end_token`: keras-hub's `generate()` stops as soon as every
             row holds an end token past its prompt, padding included.
         control_tokens: list of str. Tokens matched whole, never split.
+        pre_tokenizer: str. One of `PRE_TOKENIZERS`.
         **kwargs: passed to `keras_hub.tokenizers.BytePairTokenizer`.
 
     Example:
@@ -64,8 +74,17 @@ class GGUFBytePairTokenizer(BytePairTokenizer):
         end_token=None,
         pad_token=None,
         control_tokens=(),
+        pre_tokenizer="gpt-2",
         **kwargs,
     ):
+        if pre_tokenizer not in PRE_TOKENIZERS:
+            raise ValueError(
+                f"Unsupported pre_tokenizer {pre_tokenizer!r}; expected one "
+                f"of {PRE_TOKENIZERS}."
+            )
+        # Read by `_set_vocabulary_and_merges_tokenizers` during
+        # `super().__init__`, so it must be set first.
+        self.pre_tokenizer = pre_tokenizer
         if end_token is None:
             raise ValueError(
                 "`end_token` is required: it is the token that stops "
@@ -92,10 +111,26 @@ class GGUFBytePairTokenizer(BytePairTokenizer):
             self._add_special_token(token, f"control_token_{i:04d}")
         super().__init__(vocabulary=vocabulary, merges=merges, **kwargs)
 
+    def _set_vocabulary_and_merges_tokenizers(self, vocabulary, merges):
+        # keras-hub builds a Hugging Face `tokenizers` BPE model with Llama
+        # 3's split pattern; swap in the pre-tokenizer this vocabulary was
+        # trained with.
+        super()._set_vocabulary_and_merges_tokenizers(vocabulary, merges)
+        steps = []
+        if self.pre_tokenizer == "smollm":
+            steps.append(pre_tokenizers.Digits(individual_digits=True))
+        steps.append(
+            pre_tokenizers.ByteLevel(
+                add_prefix_space=self.add_prefix_space, use_regex=True
+            )
+        )
+        self._tokenizer.pre_tokenizer = pre_tokenizers.Sequence(steps)
+
     def get_config(self):
         config = super().get_config()
         config.update(
             {
+                "pre_tokenizer": self.pre_tokenizer,
                 "start_token": self.start_token,
                 "end_token": self.end_token,
                 "pad_token": self.pad_token,
@@ -121,6 +156,12 @@ def bpe_tokenizer_from_gguf(gguf_file):
             f"GGUF file '{path}' has a '{model}' tokenizer "
             "(`tokenizer.ggml.model`); only byte-level BPE ('gpt2') is "
             "supported for this architecture."
+        )
+    pre = gguf_file.metadata("tokenizer.ggml.pre", "gpt-2")
+    if pre not in PRE_TOKENIZERS:
+        raise NotImplementedError(
+            f"GGUF file '{path}' uses the '{pre}' pre-tokenizer "
+            f"(`tokenizer.ggml.pre`); supported: {', '.join(PRE_TOKENIZERS)}."
         )
     tokens = gguf_file.metadata("tokenizer.ggml.tokens")
     merges = gguf_file.metadata("tokenizer.ggml.merges")
@@ -189,6 +230,7 @@ def bpe_tokenizer_from_gguf(gguf_file):
         end_token=end_token,
         pad_token=pad_token,
         control_tokens=control,
+        pre_tokenizer=pre,
         add_prefix_space=gguf_file.metadata(
             "tokenizer.ggml.add_space_prefix", False
         ),

@@ -12,8 +12,7 @@ from ilm_keras.generation.constrained_beam_search import (
     constrained_beam_search,
 )
 from ilm_keras.generation.item_trie import ItemTrie
-from ilm_keras.layers.item_adaptor import LinearAdaptor
-from ilm_keras.layers.item_adaptor import MLPAdaptor
+from ilm_keras.layers.item_soft_tokens import ItemSoftTokens
 from ilm_keras.layers.soft_token_decoder import SoftTokenDecoder
 from ilm_keras.models.item_language_model_preprocessor import (
     ItemLanguageModelPreprocessor,
@@ -157,53 +156,51 @@ class ItemLanguageModel(keras_hub.models.CausalLM):
         decoder = SoftTokenDecoder(backbone)
         backbone.trainable = False
 
-        # === Item encoder ===
-        qformer_model, adaptor, num_soft_tokens, encoder_cf_dim = (
-            None,
-            None,
-            0,
-            None,
-        )
-        if item_encoder in ("ilm", "ilm_rand"):
-            qformer_model = self._resolve_qformer(item_encoder, qformer)
-            encoder_cf_dim = int(qformer_model.cf_dim)
-            num_soft_tokens = int(qformer_model.num_query_tokens)
-            adaptor = LinearAdaptor(
-                backbone.hidden_dim, dtype=backbone.dtype_policy, name="adaptor"
-            )
-            adaptor.build((None, None, qformer_model.hidden_dim))
-        elif item_encoder == "mlp":
-            num_soft_tokens = int(num_mlp_tokens)
-            adaptor = MLPAdaptor(
-                backbone.hidden_dim,
-                num_tokens=num_soft_tokens,
-                hidden_multiplier=mlp_hidden_multiplier,
-                dtype=backbone.dtype_policy,
-                name="adaptor",
-            )
-
-        # === CF tables ===
-        uses_tables = item_encoder != "none"
-        table = None
-        if uses_tables:
+        # === Item encoder and CF tables ===
+        item_soft_tokens = None
+        num_soft_tokens = 0
+        if item_encoder == "none":
+            num_items, num_users, cf_dim = 0, 0, 0
+        else:
+            qformer_model = None
+            encoder_cf_dim = cf_dim
+            if item_encoder in ("ilm", "ilm_rand"):
+                qformer_model = self._resolve_qformer(item_encoder, qformer)
+                encoder_cf_dim = int(qformer_model.cf_dim)
             table, num_items, num_users, cf_dim = self._resolve_tables(
                 item_embeddings,
                 user_embeddings,
                 num_items,
                 num_users,
-                cf_dim if encoder_cf_dim is None else encoder_cf_dim,
+                encoder_cf_dim,
                 preprocessor,
             )
-            if encoder_cf_dim is not None and cf_dim != encoder_cf_dim:
-                raise ValueError(
-                    f"The CF tables have dimension {cf_dim} but the Q-Former "
-                    f"reads cf_dim={encoder_cf_dim}."
-                )
-            if item_encoder == "mlp":
-                adaptor.build((None, cf_dim))
-        else:
-            num_items, num_users, cf_dim = 0, 0, 0
+            item_soft_tokens = ItemSoftTokens(
+                "mlp" if item_encoder == "mlp" else "qformer",
+                output_dim=backbone.hidden_dim,
+                num_rows=num_items + num_users,
+                cf_dim=cf_dim,
+                qformer=qformer_model,
+                num_mlp_tokens=num_mlp_tokens,
+                mlp_hidden_multiplier=mlp_hidden_multiplier,
+                cf_table_initializer=(
+                    "zeros"
+                    if table is None
+                    else keras.initializers.Constant(table)
+                ),
+                dtype=backbone.dtype_policy,
+                name="item_soft_tokens",
+            )
+            num_soft_tokens = item_soft_tokens.num_soft_tokens
 
+        limit = decoder.max_sequence_length
+        if preprocessor is not None and limit is not None:
+            if preprocessor.sequence_length > limit:
+                raise ValueError(
+                    "The preprocessor's sequence_length "
+                    f"({preprocessor.sequence_length}) exceeds the backbone's "
+                    f"limit (max_sequence_length={limit})."
+                )
         if preprocessor is not None:
             if preprocessor.num_soft_tokens is None:
                 preprocessor.num_soft_tokens = num_soft_tokens
@@ -217,12 +214,35 @@ class ItemLanguageModel(keras_hub.models.CausalLM):
         # === Layers ===
         self.backbone = backbone
         self.preprocessor = preprocessor
-        self.qformer = qformer_model
-        self.adaptor = adaptor
+        self.item_soft_tokens = item_soft_tokens
 
-        super().__init__(**kwargs)
+        # === Functional Model ===
+        # The backbone's own layers, re-composed (see SoftTokenDecoder); they
+        # are shared with the backbone, not copied.
+        inputs = {
+            "token_ids": keras.Input(
+                shape=(None,), dtype="int32", name="token_ids"
+            ),
+            "padding_mask": keras.Input(
+                shape=(None,), dtype="int32", name="padding_mask"
+            ),
+        }
+        x = decoder.embed_tokens(inputs["token_ids"])
+        if item_soft_tokens is not None:
+            inputs["soft_token_mask"] = keras.Input(
+                shape=(None,), dtype="bool", name="soft_token_mask"
+            )
+            inputs["entity_ids"] = keras.Input(
+                shape=(None,), dtype="int32", name="entity_ids"
+            )
+            x = item_soft_tokens(
+                x, inputs["soft_token_mask"], inputs["entity_ids"]
+            )
+        hidden = decoder.hidden_states(x, inputs["padding_mask"])
+        logits = decoder.logits(hidden)
+        super().__init__(inputs=inputs, outputs=logits, **kwargs)
 
-        # === Config / state ===
+        # === Config ===
         self.item_encoder = item_encoder
         self.num_soft_tokens = num_soft_tokens
         self.num_mlp_tokens = int(num_mlp_tokens)
@@ -230,22 +250,31 @@ class ItemLanguageModel(keras_hub.models.CausalLM):
         self.num_items = int(num_items)
         self.num_users = int(num_users)
         self.cf_dim = int(cf_dim)
-        self.cf_table = None
-        if uses_tables:
-            self.cf_table = self.add_weight(
-                shape=(self.num_items + self.num_users, self.cf_dim),
-                initializer=keras.initializers.Constant(table)
-                if table is not None
-                else "zeros",
-                dtype="float32",
-                trainable=False,
-                name="cf_table",
-            )
-        # Not tracked by Keras (plain attribute of a plain object): the
-        # decoder only refers to `self.backbone`.
+        # Not tracked by Keras: plain Python state.
         object.__setattr__(self, "_decoder", decoder)
         object.__setattr__(self, "_tries", {})
         object.__setattr__(self, "_recommend_functions", {})
+
+    @property
+    def qformer(self):
+        """The Q-Former item encoder (None for `mlp` and `none`)."""
+        if self.item_soft_tokens is None:
+            return None
+        return self.item_soft_tokens.qformer
+
+    @property
+    def adaptor(self):
+        """The adaptor (`LinearAdaptor` or `MLPAdaptor`; None for `none`)."""
+        if self.item_soft_tokens is None:
+            return None
+        return self.item_soft_tokens.adaptor
+
+    @property
+    def cf_table(self):
+        """The CF table variable (items then users; None for `none`)."""
+        if self.item_soft_tokens is None:
+            return None
+        return self.item_soft_tokens.cf_table
 
     # ------------------------------------------------------------------
     # Construction helpers.
@@ -359,41 +388,17 @@ class ItemLanguageModel(keras_hub.models.CausalLM):
     # ------------------------------------------------------------------
     # Forward pass.
     # ------------------------------------------------------------------
-    def encode_entities(self, cf_embedding, training=None):
-        """CF vectors `[B, cf_dim]` -> soft tokens `[B, N, llm_hidden_dim]`."""
-        if self.item_encoder == "mlp":
-            return self.adaptor(cf_embedding, training=training)
-        queries = self.qformer.encode_items(cf_embedding, training=training)
-        return self.adaptor(queries, training=training)
-
     def input_embeddings(self, inputs, training=None):
         """LLM input embeddings `[B, S, H]` with soft tokens scattered in."""
         x = self._decoder.embed_tokens(inputs["token_ids"])
-        if self.num_soft_tokens == 0:
+        if self.item_soft_tokens is None:
             return x
-        soft_mask = ops.cast(inputs["soft_token_mask"], "bool")
-        entity_ids = ops.cast(inputs["entity_ids"], "int32")
-        batch_size = ops.shape(entity_ids)[0]
-        num_mentions = ops.shape(entity_ids)[1]
-        rows = ops.reshape(ops.maximum(entity_ids, 0), (-1,))
-        cf = ops.take(self.cf_table, rows, axis=0)
-        soft = self.encode_entities(cf, training=training)
-        soft = ops.reshape(
-            ops.cast(soft, x.dtype),
-            (batch_size, num_mentions * self.num_soft_tokens, -1),
+        return self.item_soft_tokens(
+            x,
+            inputs["soft_token_mask"],
+            inputs["entity_ids"],
+            training=training,
         )
-        # The j-th soft slot of a row takes the j-th soft vector of that row
-        # (mentions in order, N vectors each).
-        slot = ops.cumsum(ops.cast(soft_mask, "int32"), axis=1) - 1
-        slot = ops.clip(slot, 0, num_mentions * self.num_soft_tokens - 1)
-        slot = ops.broadcast_to(ops.expand_dims(slot, -1), ops.shape(x))
-        gathered = ops.take_along_axis(soft, slot, axis=1)
-        return ops.where(ops.expand_dims(soft_mask, -1), gathered, x)
-
-    def call(self, inputs, training=None):
-        x = self.input_embeddings(inputs, training=training)
-        hidden = self._decoder.hidden_states(x, inputs["padding_mask"])
-        return self._decoder.logits(hidden)
 
     def compile(
         self,
@@ -481,7 +486,10 @@ class ItemLanguageModel(keras_hub.models.CausalLM):
         return {
             "token_ids": token_ids,
             "padding_mask": output_mask,
-            "soft_token_mask": ops.cast(inputs["soft_token_mask"], "bool"),
+            "soft_token_mask": ops.cast(
+                inputs.get("soft_token_mask", ops.zeros_like(padding_mask)),
+                "bool",
+            ),
         }
 
     # ------------------------------------------------------------------
@@ -524,6 +532,15 @@ class ItemLanguageModel(keras_hub.models.CausalLM):
             lengths = ops.sum(ops.cast(padding_mask, "int32"), axis=1)
             cache = decoder.init_cache(batch_size, length + max_item_length)
             _, cache = decoder.call_with_cache(embeddings, cache, 0)
+            # Pad to the cache length so that positions past the prompt
+            # width read "not in prompt" (slices must stay in bounds).
+            embeddings = ops.pad(
+                embeddings, [[0, 0], [0, max_item_length], [0, 0]]
+            )
+            padding_mask = ops.pad(
+                padding_mask, [[0, 0], [0, max_item_length]],
+                constant_values=False,
+            )
             beam_embeddings = ops.repeat(embeddings, num_beams, axis=0)
             beam_mask = ops.repeat(padding_mask, num_beams, axis=0)
 

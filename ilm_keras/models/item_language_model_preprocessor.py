@@ -352,12 +352,10 @@ class ItemLanguageModelPreprocessor(keras_hub.models.Preprocessor):
         soft = self._pad(soft_rows, length, False, "bool")
         weight = self._pad(weight_rows, length, 0.0, "float32")
         mask = self._pad([[True] * len(r) for r in ids_rows], length, 0, "bool")
-        x = {
-            "token_ids": token_ids[:, :-1],
-            "padding_mask": mask[:, :-1],
-            "soft_token_mask": soft[:, :-1],
-            "entity_ids": self._entity_array(mentions),
-        }
+        x = {"token_ids": token_ids[:, :-1], "padding_mask": mask[:, :-1]}
+        if self.num_soft_tokens:
+            x["soft_token_mask"] = soft[:, :-1]
+            x["entity_ids"] = self._entity_array(mentions)
         return x, token_ids[:, 1:], weight[:, 1:]
 
     def _generate_pack(self, prompts, sequence_length):
@@ -374,7 +372,7 @@ class ItemLanguageModelPreprocessor(keras_hub.models.Preprocessor):
                 raise ValueError(
                     f"Prompt {i} is empty (and there is no start token)."
                 )
-        return {
+        x = {
             "token_ids": self._pad(
                 [ids for ids, _ in layouts],
                 sequence_length,
@@ -387,11 +385,13 @@ class ItemLanguageModelPreprocessor(keras_hub.models.Preprocessor):
                 False,
                 "bool",
             ),
-            "soft_token_mask": self._pad(
-                [soft for _, soft in layouts], sequence_length, False, "bool"
-            ),
-            "entity_ids": self._entity_array(mentions),
         }
+        if self.num_soft_tokens:
+            x["soft_token_mask"] = self._pad(
+                [soft for _, soft in layouts], sequence_length, False, "bool"
+            )
+            x["entity_ids"] = self._entity_array(mentions)
+        return x
 
     # ------------------------------------------------------------------
     # Layer API.
@@ -408,6 +408,10 @@ class ItemLanguageModelPreprocessor(keras_hub.models.Preprocessor):
         return x, None
 
     def call(self, x, y=None, sample_weight=None, sequence_length=None):
+        if isinstance(x, dict) and "token_ids" in x:
+            # Already preprocessed (e.g. `model.predict(x)` on the output of
+            # this layer): pass through.
+            return keras.utils.pack_x_y_sample_weight(x, y, sample_weight)
         if y is not None or sample_weight is not None:
             raise ValueError(
                 "ItemLanguageModelPreprocessor computes `y` and "
@@ -433,40 +437,32 @@ class ItemLanguageModelPreprocessor(keras_hub.models.Preprocessor):
             tf.convert_to_tensor(responses) if has_responses else prompts
         )
 
+        keys = ["token_ids", "padding_mask"]
+        dtypes = [tf.int32, tf.bool]
+        widths = [sequence_length] * 2
+        if self.num_soft_tokens:
+            keys += ["soft_token_mask", "entity_ids"]
+            dtypes += [tf.bool, tf.int32]
+            widths += [sequence_length, self.max_mentions]
+
         def fn(p, r):
             p = _to_python_strings(p, "prompts")
             r = _to_python_strings(r, "responses") if has_responses else None
             x, y, w = self._pack(p, r, sequence_length)
-            return (
-                x["token_ids"],
-                x["padding_mask"],
-                x["soft_token_mask"],
-                x["entity_ids"],
-                y,
-                w,
-            )
+            return tuple(x[k] for k in keys) + (y, w)
 
         outs = tf.numpy_function(
             fn,
             [prompts, responses],
-            [tf.int32, tf.bool, tf.bool, tf.int32, tf.int32, tf.float32],
+            dtypes + [tf.int32, tf.float32],
             stateful=False,
         )
-        widths = [sequence_length] * 3 + [self.max_mentions] + [
-            sequence_length
-        ] * 2
         shaped = []
-        for t, w in zip(outs, widths):
-            t.set_shape([None, w])
+        for t, width in zip(outs, widths + [sequence_length] * 2):
+            t.set_shape([None, width])
             shaped.append(t[0] if scalar else t)
-        token_ids, mask, soft, entities, y, w = shaped
-        x = {
-            "token_ids": token_ids,
-            "padding_mask": mask,
-            "soft_token_mask": soft,
-            "entity_ids": entities,
-        }
-        return keras.utils.pack_x_y_sample_weight(x, y, w)
+        x = dict(zip(keys, shaped[:-2]))
+        return keras.utils.pack_x_y_sample_weight(x, shaped[-2], shaped[-1])
 
     def generate_preprocess(self, x, sequence_length=None):
         """Prompts -> model inputs for generation (no end token, no labels).

@@ -396,6 +396,37 @@ class QFormerPretrainer(keras.Model):
             _negatives_mask(batch["id_a"], batch["id_b"]),
         )
 
+    # -- retrieval ---------------------------------------------------------
+
+    def item_text_similarity(self, cf_embedding, token_ids, padding_mask):
+        """Cosine similarity of every item with every text.
+
+        At inference no positive text is known, so an item's score for a text
+        is the maximum over its queries (the BLIP-2 retrieval rule).
+
+        Args:
+            cf_embedding: `[num_items, cf_dim]`.
+            token_ids: `[num_texts, L]` from `QFormerTokenizer.encode`.
+            padding_mask: `[num_texts, L]`.
+
+        Returns:
+            `[num_items, num_texts]` float32 similarities.
+        """
+        queries = self.qformer.encode_items(cf_embedding, training=False)
+        text = self.qformer(
+            {"token_ids": token_ids, "padding_mask": padding_mask},
+            training=False,
+        )["text_outputs"]
+        item_features = _normalize(
+            ops.cast(self.item_projection(queries), "float32")
+        )
+        text_features = _normalize(
+            ops.cast(self.text_projection(text[:, 0]), "float32")
+        )
+        return ops.max(
+            ops.einsum("bnd,cd->bcn", item_features, text_features), axis=-1
+        )
+
     # -- keras.Model -------------------------------------------------------
 
     def _outputs_for_item_text(self, batch, training):

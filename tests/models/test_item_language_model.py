@@ -1,0 +1,565 @@
+"""Tests for ItemLanguageModel (phase 2) and its constrained recommend()."""
+
+import os
+
+import keras
+import keras_hub
+import numpy as np
+import pytest
+
+from ilm_keras.models.item_language_model import ItemLanguageModel
+from ilm_keras.models.item_language_model_preprocessor import (
+    ItemLanguageModelPreprocessor,
+)
+from ilm_keras.models.qformer import QFormer
+
+# Item ids of different token lengths (single digits are single tokens), so
+# catalogue strings have different lengths.
+ITEM_IDS = ["7", "42", "305", "1001", "1002", "99", "5"]
+USER_IDS = ["1", "2", "3"]
+CF_DIM = 8
+VOCAB = 140
+ARCHS = ["gpt2", "llama", "gemma", "gemma3"]
+# Items mid-prompt, several per prompt, a user, different lengths, a prompt
+# without mentions and one ending right after a mention.
+PROMPTS = [
+    "user_1 watched item_7 , item_1001 then",
+    "hello world",
+    "user_2 watched item_42 , item_5 , item_99 next",
+    "user_3 watched item_305",
+]
+
+
+def make_tokenizer():
+    """A tiny byte-level BPE (GPT-2 style) tokenizer built in the test."""
+    vocab = {"<|endoftext|>": 0}
+    for c in [chr(c) for c in range(33, 127)] + ["Ġ"]:
+        vocab[c] = len(vocab)
+    merges = []
+    for word in ["item", "Ġitem", "user", "Ġuser", "Ġwatched", "Ġnext",
+                 "Ġthen", "hello", "Ġworld"]:
+        current = word[0]
+        for ch in word[1:]:
+            merge = f"{current} {ch}"
+            if merge not in merges:
+                merges.append(merge)
+            current += ch
+            vocab.setdefault(current, len(vocab))
+    assert len(vocab) <= VOCAB
+    return keras_hub.models.GPT2Tokenizer(vocabulary=vocab, merges=merges)
+
+
+def make_backbone(arch, dropout=0.0):
+    common = dict(vocabulary_size=VOCAB, num_layers=2, hidden_dim=16,
+                  intermediate_dim=32, dropout=dropout)
+    if arch == "gpt2":
+        return keras_hub.models.GPT2Backbone(
+            num_heads=2, max_sequence_length=128, **common
+        )
+    if arch == "llama":
+        return keras_hub.models.LlamaBackbone(
+            num_query_heads=2, num_key_value_heads=1, **common
+        )
+    if arch == "gemma":
+        return keras_hub.models.GemmaBackbone(
+            num_query_heads=2, num_key_value_heads=1, head_dim=8, **common
+        )
+    return keras_hub.models.Gemma3Backbone(
+        image_size=16, num_query_heads=2, num_key_value_heads=1, head_dim=8,
+        vision_encoder=None, sliding_window_size=4, **common
+    )
+
+
+STOCK_LM = {
+    "gpt2": keras_hub.models.GPT2CausalLM,
+    "llama": keras_hub.models.LlamaCausalLM,
+    "gemma": keras_hub.models.GemmaCausalLM,
+    "gemma3": keras_hub.models.Gemma3CausalLM,
+}
+
+
+def make_tables(seed=0):
+    rng = np.random.default_rng(seed)
+    items = rng.normal(size=(len(ITEM_IDS), CF_DIM)).astype("float32")
+    users = rng.normal(size=(len(USER_IDS), CF_DIM)).astype("float32")
+    return items, users
+
+
+def make_qformer():
+    return QFormer(
+        vocabulary_size=50, cf_dim=CF_DIM, num_layers=2, hidden_dim=16,
+        num_heads=2, intermediate_dim=32, num_query_tokens=3,
+        max_text_length=8, num_cf_tokens=2, dropout=0.0,
+    )
+
+
+def make_model(backbone, tokenizer, item_encoder="mlp", tables=None,
+               sequence_length=48, **kwargs):
+    items, users = tables if tables is not None else make_tables()
+    preprocessor = ItemLanguageModelPreprocessor(
+        tokenizer, ITEM_IDS, USER_IDS, sequence_length=sequence_length,
+        max_mentions=4,
+    )
+    if item_encoder == "mlp":
+        kwargs.setdefault("num_mlp_tokens", 2)
+    return ItemLanguageModel(
+        backbone, preprocessor, item_encoder=item_encoder,
+        item_embeddings=items, user_embeddings=users, **kwargs,
+    )
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return make_tokenizer()
+
+
+@pytest.fixture(scope="module")
+def backbones():
+    keras.utils.set_random_seed(1)
+    return {arch: make_backbone(arch) for arch in ARCHS}
+
+
+@pytest.fixture(scope="module")
+def mlp_models(backbones, tokenizer):
+    keras.utils.set_random_seed(2)
+    return {a: make_model(backbones[a], tokenizer) for a in ARCHS}
+
+
+def llm_inputs(x):
+    return {"token_ids": x["token_ids"], "padding_mask": x["padding_mask"]}
+
+
+def to_np(x):
+    return keras.ops.convert_to_numpy(x)
+
+
+# ----------------------------------------------------------------------
+# Pretrained abilities preserved.
+# ----------------------------------------------------------------------
+@pytest.mark.parametrize("arch", ARCHS)
+def test_logits_equal_frozen_llm_without_items(arch, backbones, mlp_models):
+    model = mlp_models[arch]
+    stock = STOCK_LM[arch](backbone=backbones[arch], preprocessor=None)
+    x = model.preprocessor.generate_preprocess(
+        ["hello world", "then next hello"], sequence_length=16
+    )
+    assert not x["soft_token_mask"].any()
+    np.testing.assert_array_equal(
+        to_np(model(x)), to_np(stock(llm_inputs(x)))
+    )
+    # Compiled too (`predict` jit-compiles both models).
+    np.testing.assert_array_equal(
+        model.predict(x, verbose=0), stock.predict(llm_inputs(x), verbose=0)
+    )
+
+
+def test_none_variant_is_the_llm_on_plain_text(backbones, tokenizer):
+    backbone = backbones["llama"]
+    model = make_model(backbone, tokenizer, item_encoder="none")
+    assert model.num_soft_tokens == 0 and model.cf_table is None
+    assert model.trainable_weights == []
+    x = model.preprocessor.generate_preprocess(PROMPTS, sequence_length=32)
+    assert set(x) == {"token_ids", "padding_mask"}
+    # The prompt is tokenized whole, exactly as plain text.
+    plain = tokenizer(PROMPTS[2])
+    n = len(plain)
+    np.testing.assert_array_equal(x["token_ids"][2, 1 : n + 1], plain)
+    stock = keras_hub.models.LlamaCausalLM(backbone=backbone, preprocessor=None)
+    np.testing.assert_array_equal(to_np(model(x)), to_np(stock(x)))
+
+
+def test_soft_tokens_sit_right_after_their_mention(mlp_models):
+    model = mlp_models["llama"]
+    prep = model.preprocessor
+    x = prep.generate_preprocess([PROMPTS[0]], sequence_length=32)
+    ids, soft = x["token_ids"][0], x["soft_token_mask"][0]
+    # "item_1001" is the second item mention: its soft slots come after its
+    # last text token "1".
+    slots = np.nonzero(soft)[0]
+    second = slots[2 * model.num_soft_tokens :][: model.num_soft_tokens]
+    mention = list(prep.tokenizer(" item_1001"))
+    assert list(ids[second[0] - len(mention) : second[0]]) == mention
+    assert list(x["entity_ids"][0]) == [
+        len(ITEM_IDS) + USER_IDS.index("1"),
+        ITEM_IDS.index("7"),
+        ITEM_IDS.index("1001"),
+        -1,
+    ]
+    before = to_np(model(x))
+    items, users = make_tables()
+    items = items.copy()
+    items[ITEM_IDS.index("1001")] += 1.0
+    model.set_cf_tables(items, users)
+    try:
+        after = to_np(model(x))
+    finally:
+        model.set_cf_tables(*make_tables())
+    # Causal: positions before the item's first soft slot are untouched.
+    np.testing.assert_array_equal(before[0, : second[0]], after[0, : second[0]])
+    assert np.abs(before[0, second[0] :] - after[0, second[0] :]).max() > 1e-4
+
+
+# ----------------------------------------------------------------------
+# Generation with a KV cache.
+# ----------------------------------------------------------------------
+def uncached_greedy(model, x, steps):
+    token_ids = x["token_ids"].copy()
+    mask = x["padding_mask"].copy()
+    lengths = mask.sum(axis=1)
+    for _ in range(steps):
+        inputs = dict(x, token_ids=token_ids, padding_mask=mask)
+        logits = to_np(model(inputs))
+        for b, n in enumerate(lengths):
+            token_ids[b, n] = int(np.argmax(logits[b, n - 1]))
+            mask[b, n] = True
+        lengths = lengths + 1
+    return token_ids
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_cached_greedy_equals_uncached_greedy(arch, mlp_models):
+    model = mlp_models[arch]
+    model.compile(sampler="greedy")
+    length, steps = 40, 6
+    x = model.preprocessor.generate_preprocess(PROMPTS, sequence_length=length)
+    lengths = x["padding_mask"].sum(axis=1)
+    assert len(set(lengths)) == len(PROMPTS)  # different lengths (padding)
+    # Run the cached generate() on preprocessed inputs, so that we can compare
+    # token ids; generation runs to `length`, compare the first `steps` new
+    # tokens of every row.
+    model_preprocessor = model.preprocessor
+    model.preprocessor = None
+    try:
+        out = model.generate(dict(x), stop_token_ids=None)
+    finally:
+        model.preprocessor = model_preprocessor
+    expected = uncached_greedy(model, x, steps)
+    for b, n in enumerate(lengths):
+        np.testing.assert_array_equal(
+            to_np(out["token_ids"])[b, : n + steps], expected[b, : n + steps]
+        )
+
+
+def test_generate_strings(mlp_models):
+    model = mlp_models["gpt2"]
+    model.compile(sampler="greedy")
+    out = model.generate(PROMPTS[:2], max_length=40, stop_token_ids=None)
+    assert out[0].startswith(PROMPTS[0]) and out[1].startswith(PROMPTS[1])
+    stripped = model.generate(
+        PROMPTS[:2], max_length=40, stop_token_ids=None, strip_prompt=True
+    )
+    assert [o.endswith(s) for o, s in zip(out, stripped)] == [True, True]
+
+
+# ----------------------------------------------------------------------
+# Constrained top-K recommendation.
+# ----------------------------------------------------------------------
+def exhaustive_scores(model, prompts):
+    """Sequence log-likelihood of every item for every prompt, no cache."""
+    prep = model.preprocessor
+    trie = model.item_trie()
+    scores = np.zeros((len(prompts), len(ITEM_IDS)))
+    for p, prompt in enumerate(prompts):
+        x = prep.generate_preprocess(
+            [prompt] * len(ITEM_IDS), sequence_length=48
+        )
+        n = int(x["padding_mask"][0].sum())
+        for i, seq in enumerate(trie.sequences):
+            x["token_ids"][i, n : n + len(seq)] = seq
+            x["padding_mask"][i, n : n + len(seq)] = True
+        log_probs = to_np(keras.ops.log_softmax(model(x), axis=-1))
+        for i, seq in enumerate(trie.sequences):
+            scores[p, i] = sum(
+                log_probs[i, n - 1 + j, t] for j, t in enumerate(seq)
+            )
+    return scores
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_recommend_matches_exhaustive_ranking(arch, mlp_models):
+    model = mlp_models[arch]
+    lengths = [
+        len(ids) for ids, _ in model.preprocessor._layout_prompts(PROMPTS)[0]
+    ]
+    # One prompt fills its length bucket (16) exactly: decoding then runs
+    # past the padded prompt width.
+    assert 32 in lengths
+    expected = exhaustive_scores(model, PROMPTS)
+    exclude = [["7", "item_1001"], [], ["42", "5", "99"], []]
+    k = len(ITEM_IDS) - 3
+    items, scores = model.recommend(
+        PROMPTS, k=k, exclude=exclude, num_beams=len(ITEM_IDS)
+    )
+    assert items.shape == scores.shape == (len(PROMPTS), k)
+    for b in range(len(PROMPTS)):
+        banned = {e.replace("item_", "") for e in exclude[b]}
+        allowed = [i for i in range(len(ITEM_IDS)) if ITEM_IDS[i] not in banned]
+        ranked = sorted(allowed, key=lambda i: -expected[b, i])[:k]
+        assert list(items[b]) == [ITEM_IDS[i] for i in ranked]
+        np.testing.assert_allclose(
+            scores[b], expected[b, ranked], rtol=1e-5, atol=1e-4
+        )
+
+    # A narrow beam still returns valid, distinct items, best first, scored
+    # with their true sequence log-likelihood.
+    items, scores = model.recommend(PROMPTS, k=3, exclude=exclude)
+    for b in range(len(PROMPTS)):
+        assert len(set(items[b])) == 3
+        assert not set(items[b]) & {e.replace("item_", "") for e in exclude[b]}
+        rows = [ITEM_IDS.index(i) for i in items[b]]
+        np.testing.assert_allclose(
+            scores[b], expected[b, rows], rtol=1e-5, atol=1e-4
+        )
+        assert np.all(np.diff(scores[b]) <= 0)
+
+
+def test_recommend_single_prompt_batching_and_prefix(mlp_models):
+    model = mlp_models["llama"]
+    items, scores = model.recommend(PROMPTS[0], k=2, exclude=["7"])
+    assert items.shape == (2,) and "7" not in items
+    # Batching in chunks (sorted by length) gives the same answers.
+    a, sa = model.recommend(PROMPTS, k=3, batch_size=2)
+    b, sb = model.recommend(PROMPTS, k=3, batch_size=8)
+    np.testing.assert_array_equal(a, b)
+    np.testing.assert_allclose(sa, sb, rtol=1e-5, atol=1e-5)
+    # A response prefix is part of every candidate string.
+    trie = model.item_trie(response_prefix="next ")
+    prefix = model.preprocessor.tokenizer("next ")
+    assert all(s[: len(prefix)] == list(prefix) for s in trie.sequences)
+    items, _ = model.recommend(PROMPTS, k=3, response_prefix="next ")
+    assert all(len(set(row)) == 3 for row in items)
+
+
+# ----------------------------------------------------------------------
+# Training: encoder trains, LLM frozen (bit-identical), dropout off.
+# ----------------------------------------------------------------------
+TRAIN = {
+    "prompts": [PROMPTS[0], PROMPTS[2], PROMPTS[3], "user_1 watched item_5"],
+    "responses": ["item_42", "item_305", "item_7", "item_1002"],
+}
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "llama"])
+def test_fit_trains_encoder_only_and_llm_dropout_is_off(arch, tokenizer):
+    backbone = make_backbone(arch, dropout=0.5)
+    model = make_model(backbone, tokenizer)
+    x, _, _ = model.preprocessor(TRAIN)
+    # Dropout inside the frozen LLM is off even in training mode (the MLP
+    # adaptor has no dropout, so the whole model is deterministic).
+    np.testing.assert_array_equal(
+        to_np(model(x, training=True)), to_np(model(x, training=False))
+    )
+    llm_before = [to_np(w).copy() for w in backbone.weights]
+    table_before = to_np(model.cf_table).copy()
+    adaptor_before = [to_np(w).copy() for w in model.adaptor.weights]
+    assert {id(w) for w in model.trainable_weights} == {
+        id(w) for w in model.adaptor.trainable_weights
+    }
+    model.compile(optimizer=keras.optimizers.Adam(1e-2))
+    # Raw strings: preprocessing runs inside the tf.data pipeline.
+    history = model.fit(TRAIN, batch_size=2, epochs=2, verbose=0)
+    assert np.all(np.isfinite(history.history["loss"]))
+    for before, w in zip(llm_before, backbone.weights):
+        np.testing.assert_array_equal(before, to_np(w))
+    np.testing.assert_array_equal(table_before, to_np(model.cf_table))
+    changed = [
+        np.abs(b - to_np(w)).max() > 0
+        for b, w in zip(adaptor_before, model.adaptor.weights)
+    ]
+    assert all(changed)
+
+
+def test_loss_counts_response_tokens_only(mlp_models):
+    model = mlp_models["llama"]
+    x, y, sw = model.preprocessor(TRAIN)
+    logits = model(x)
+    loss_fn = keras.losses.SparseCategoricalCrossentropy(
+        from_logits=True, reduction=None
+    )
+    per_token = to_np(loss_fn(y, logits))
+    expected = (per_token * sw).sum() / sw.sum()
+    model.compile()
+    got = model.compute_loss(x=x, y=y, y_pred=logits, sample_weight=sw)
+    np.testing.assert_allclose(to_np(got), expected, rtol=1e-5)
+
+
+# ----------------------------------------------------------------------
+# Q-Former variants.
+# ----------------------------------------------------------------------
+def test_ilm_and_ilm_rand_variants(backbones, tokenizer):
+    backbone = backbones["gemma"]
+    qformer = make_qformer()
+    qformer_weights = [to_np(w).copy() for w in qformer.weights]
+    ilm = make_model(backbone, tokenizer, item_encoder="ilm", qformer=qformer)
+    assert ilm.qformer is qformer and ilm.num_soft_tokens == 3
+    items, _ = make_tables()
+    expected = ilm.adaptor(qformer.encode_items(items[:2]))
+    got = ilm.item_soft_tokens.encode(items[:2])
+    np.testing.assert_allclose(to_np(got), to_np(expected), atol=1e-6)
+
+    rand = make_model(
+        backbone, tokenizer, item_encoder="ilm_rand", qformer=qformer
+    )
+    assert rand.qformer is not qformer
+    assert rand.qformer.get_config()["num_layers"] == 2
+    diffs = [
+        np.abs(to_np(a) - to_np(b)).max()
+        for a, b in zip(rand.qformer.weights, qformer.weights)
+        if a.shape != () and np.prod(a.shape) > 1
+    ]
+    assert max(diffs) > 0
+
+    llm_before = [to_np(w).copy() for w in backbone.weights]
+    ilm.compile(optimizer=keras.optimizers.Adam(1e-2))
+    ilm.fit(TRAIN, batch_size=4, epochs=1, verbose=0)
+    for before, w in zip(llm_before, backbone.weights):
+        np.testing.assert_array_equal(before, to_np(w))
+    moved = [
+        np.abs(b - to_np(w)).max() > 0
+        for b, w in zip(qformer_weights, qformer.weights)
+    ]
+    assert any(moved)  # the pretrained Q-Former is fine-tuned in place
+    out, _ = ilm.recommend(PROMPTS[:2], k=3)
+    assert out.shape == (2, 3)
+
+
+# ----------------------------------------------------------------------
+# Save / load.
+# ----------------------------------------------------------------------
+@pytest.mark.parametrize("item_encoder", ["mlp", "ilm", "none"])
+def test_save_load_round_trip(item_encoder, backbones, tokenizer, tmp_path):
+    extra = {"qformer": make_qformer()} if item_encoder == "ilm" else {}
+    model = make_model(
+        backbones["gpt2"], tokenizer, item_encoder=item_encoder, **extra
+    )
+    # The frozen LLM is shared, not copied: each variable appears once and
+    # the parameter count is the LLM's plus the item encoder's.
+    ids = [id(w) for w in model.weights]
+    assert len(ids) == len(set(ids))
+    assert {id(w) for w in backbones["gpt2"].weights} <= set(ids)
+    encoder = model.item_soft_tokens
+    encoder_params = 0 if encoder is None else encoder.count_params()
+    assert model.count_params() == (
+        backbones["gpt2"].count_params() + encoder_params
+    )
+    path = os.path.join(tmp_path, "ilm.keras")
+    model.save(path)
+    loaded = keras.saving.load_model(path, safe_mode=True)
+    assert isinstance(loaded, ItemLanguageModel)
+    assert loaded.item_encoder == item_encoder
+    assert not loaded.backbone.trainable
+    x = model.preprocessor.generate_preprocess(PROMPTS, sequence_length=40)
+    x2 = loaded.preprocessor.generate_preprocess(PROMPTS, sequence_length=40)
+    for key in x:
+        np.testing.assert_array_equal(x[key], x2[key])
+    np.testing.assert_array_equal(to_np(model(x)), to_np(loaded(x)))
+    a, sa = model.recommend(PROMPTS, k=3)
+    b, sb = loaded.recommend(PROMPTS, k=3)
+    np.testing.assert_array_equal(a, b)
+    np.testing.assert_allclose(sa, sb, rtol=1e-6)
+
+
+# ----------------------------------------------------------------------
+# Clear errors.
+# ----------------------------------------------------------------------
+def test_unknown_item_or_user_in_prompt(mlp_models):
+    model = mlp_models["llama"]
+    with pytest.raises(ValueError, match="unknown item `item_8`"):
+        model.recommend(["user_1 watched item_8"], k=2)
+    with pytest.raises(ValueError, match="unknown user `user_9`"):
+        model.generate(["user_9 watched item_7"], max_length=40)
+    with pytest.raises(ValueError, match="Prompt 1 mentions unknown item"):
+        model.preprocessor(
+            {"prompts": ["item_7", "item_1003"], "responses": ["a", "b"]}
+        )
+
+
+def test_cf_table_errors(backbones, tokenizer):
+    backbone = backbones["llama"]
+    items, users = make_tables()
+    prep = ItemLanguageModelPreprocessor(
+        tokenizer, ITEM_IDS, USER_IDS, sequence_length=32
+    )
+    with pytest.raises(ValueError, match="item CF table is missing"):
+        ItemLanguageModel(backbone, prep, item_encoder="mlp")
+    with pytest.raises(ValueError, match="user CF table is missing"):
+        ItemLanguageModel(
+            backbone, prep, item_encoder="mlp", item_embeddings=items
+        )
+    with pytest.raises(ValueError, match="has dimension 5"):
+        ItemLanguageModel(
+            backbone, prep, item_encoder="mlp", item_embeddings=items,
+            user_embeddings=users[:, :5],
+        )
+    with pytest.raises(ValueError, match="reads cf_dim=8|expects cf_dim=8"):
+        ItemLanguageModel(
+            backbone, prep, item_encoder="ilm", qformer=make_qformer(),
+            item_embeddings=items[:, :6], user_embeddings=users[:, :6],
+        )
+    with pytest.raises(ValueError, match="6 rows but the preprocessor knows 7"):
+        ItemLanguageModel(
+            backbone, prep, item_encoder="mlp", item_embeddings=items[:6],
+            user_embeddings=users,
+        )
+    bad = items.copy()
+    bad[3, 1] = np.nan
+    with pytest.raises(ValueError, match=r"NaN or inf in 1 row\(s\).*\[3\]"):
+        ItemLanguageModel(
+            backbone, prep, item_encoder="mlp", item_embeddings=bad,
+            user_embeddings=users,
+        )
+    model = ItemLanguageModel(
+        backbone, prep, item_encoder="mlp", item_embeddings=items,
+        user_embeddings=users,
+    )
+    with pytest.raises(ValueError, match="NaN or inf"):
+        model.set_cf_tables(bad, users)
+    with pytest.raises(ValueError, match="must be a 2-D array"):
+        model.set_cf_tables(items[0], users)
+
+
+def test_length_and_argument_errors(mlp_models, backbones, tokenizer):
+    model = mlp_models["gpt2"]
+    long_prompt = " ".join(["item_7"] * 4) + " then" * 40
+    with pytest.raises(ValueError, match="no room left to generate"):
+        model.generate([PROMPTS[0]], max_length=20)
+    with pytest.raises(ValueError, match="longer than the preprocessor's"):
+        model.recommend([long_prompt], k=2)
+    with pytest.raises(ValueError, match="Example 0 has .* tokens"):
+        model.preprocessor({"prompts": [long_prompt], "responses": ["x"]})
+    with pytest.raises(ValueError, match="mentions 5 items/users but"):
+        model.preprocessor.generate_preprocess(["item_7 " * 5])
+    with pytest.raises(ValueError, match="only 2 items remain"):
+        model.recommend(PROMPTS[:1], k=3, exclude=[ITEM_IDS[:5]])
+    with pytest.raises(ValueError, match="k <= num_beams"):
+        model.recommend(PROMPTS[:1], k=3, num_beams=2)
+    with pytest.raises(ValueError, match=r"exclude\[0\].*Unknown item '8'"):
+        model.recommend(PROMPTS[:1], k=3, exclude=[["8"]])
+    with pytest.raises(ValueError, match="item_encoder"):
+        make_model(backbones["gpt2"], tokenizer, item_encoder="lora")
+    prep = ItemLanguageModelPreprocessor(
+        tokenizer, ITEM_IDS, USER_IDS, num_soft_tokens=4
+    )
+    with pytest.raises(ValueError, match="lays out 4 soft tokens"):
+        ItemLanguageModel(
+            backbones["gpt2"], prep, item_encoder="mlp", num_mlp_tokens=2,
+            item_embeddings=make_tables()[0], user_embeddings=make_tables()[1],
+        )
+    opt = keras_hub.models.OPTBackbone(
+        vocabulary_size=VOCAB, num_layers=1, num_heads=2, hidden_dim=8,
+        intermediate_dim=16, max_sequence_length=32,
+    )
+    with pytest.raises(ValueError, match="does not know how to run `OPTBackbone`"):
+        make_model(opt, tokenizer)
+
+
+def test_gpt2_position_limit(tokenizer):
+    backbone = keras_hub.models.GPT2Backbone(
+        vocabulary_size=VOCAB, num_layers=1, num_heads=2, hidden_dim=8,
+        intermediate_dim=16, max_sequence_length=16,
+    )
+    with pytest.raises(ValueError, match="exceeds the backbone's limit"):
+        make_model(backbone, tokenizer, sequence_length=64)
+    model = make_model(backbone, tokenizer, sequence_length=16)
+    with pytest.raises(ValueError, match="max_sequence_length=16"):
+        model.recommend(["hello world"], k=2)

@@ -1,0 +1,338 @@
+import os
+import subprocess
+import sys
+import textwrap
+
+import keras
+import numpy as np
+import pytest
+
+from ilm_keras import QFormer
+from ilm_keras import QFormerPretrainer
+from ilm_keras import QFormerTokenizer
+from ilm_keras import make_phase1_dataset
+from ilm_keras.data import item_item_pairs
+from ilm_keras.data import make_synthetic_data
+from ilm_keras.data import user_item_pairs
+from ilm_keras.models.qformer_pretrainer import select_closest_query_pair
+from ilm_keras.models.qformer_pretrainer import select_query_for_text
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+@pytest.fixture(scope="module")
+def problem():
+    data, planted = make_synthetic_data(
+        num_users=60, num_items=48, num_clusters=4, interactions_per_user=8
+    )
+    tokenizer = QFormerTokenizer.train(
+        data.item_texts, vocabulary_size=120, sequence_length=12
+    )
+    token_ids, padding_mask = tokenizer.encode(data.item_texts)
+    return dict(
+        data=data,
+        planted=planted,
+        tokenizer=tokenizer,
+        item_text=(np.arange(data.num_items), token_ids, padding_mask),
+        item_item=item_item_pairs(data.sequences),
+        user_item=user_item_pairs(data.sequences),
+    )
+
+
+def tiny_pretrainer(problem, **kwargs):
+    qformer = QFormer(
+        vocabulary_size=problem["tokenizer"].vocabulary_size(),
+        cf_dim=problem["planted"]["item_factors"].shape[1],
+        num_layers=1,
+        hidden_dim=32,
+        num_heads=2,
+        intermediate_dim=64,
+        num_query_tokens=4,
+        max_text_length=12,
+        num_cf_tokens=2,
+        dropout=0.0,
+    )
+    kwargs.setdefault("losses", "all")
+    return QFormerPretrainer(
+        qformer,
+        embed_dim=16,
+        dec_token_id=problem["tokenizer"].dec_token_id,
+        seed=1,
+        **kwargs,
+    )
+
+
+def dataset(problem, **kwargs):
+    kwargs.setdefault("batch_size", 8)
+    kwargs.setdefault("losses", "all")
+    return make_phase1_dataset(
+        problem["planted"]["item_factors"],
+        item_text=problem["item_text"],
+        item_item=problem["item_item"],
+        user_item=problem["user_item"],
+        user_table=problem["planted"]["user_factors"],
+        **kwargs,
+    )
+
+
+def first_batches(ds, count):
+    return [
+        {k: v.numpy() for k, v in batch.items()} for batch in ds.take(count)
+    ]
+
+
+def test_query_selection_matches_brute_force():
+    rng = np.random.default_rng(3)
+    items = rng.normal(size=(5, 4, 8)).astype("float32")
+    items /= np.linalg.norm(items, axis=-1, keepdims=True)
+    texts = rng.normal(size=(5, 8)).astype("float32")
+    texts /= np.linalg.norm(texts, axis=-1, keepdims=True)
+    got = keras.ops.convert_to_numpy(select_query_for_text(items, texts))
+    for b in range(5):
+        cosines = [items[b, n] @ texts[b] for n in range(4)]
+        assert got[b] == int(np.argmax(cosines))
+
+
+def test_closest_query_pair_matches_brute_force():
+    rng = np.random.default_rng(4)
+    a = rng.normal(size=(6, 3, 8)).astype("float32")
+    b = rng.normal(size=(6, 3, 8)).astype("float32")
+    a /= np.linalg.norm(a, axis=-1, keepdims=True)
+    b /= np.linalg.norm(b, axis=-1, keepdims=True)
+    k, l = (keras.ops.convert_to_numpy(x) for x in select_closest_query_pair(a, b))
+    for i in range(6):
+        best, best_pair = -2.0, None
+        for p in range(3):
+            for q in range(3):
+                if a[i, p] @ b[i, q] > best:
+                    best, best_pair = a[i, p] @ b[i, q], (p, q)
+        assert (k[i], l[i]) == best_pair
+
+
+def test_dataset_alternates_single_kind_batches(problem):
+    ds, steps = dataset(problem)
+    assert steps == 3 * (48 // 8)
+    batches = first_batches(ds, 6)
+    kinds = [int(b["kind"][0]) for b in batches]
+    assert kinds == [0, 1, 2, 0, 1, 2]
+    for b in batches:
+        assert len(set(b["kind"].tolist())) == 1
+        if b["kind"][0] == 0:
+            assert b["token_ids"].shape == (8, 12) and b["cf_b"].shape == (0, 16)
+        else:
+            assert b["token_ids"].shape == (0, 12) and b["cf_b"].shape == (8, 16)
+    np.testing.assert_array_equal(
+        batches[0]["cf_a"], problem["planted"]["item_factors"][batches[0]["id_a"]]
+    )
+    np.testing.assert_array_equal(
+        batches[2]["cf_a"], problem["planted"]["user_factors"][batches[2]["id_a"]]
+    )
+
+
+def test_dataset_only_builds_enabled_kinds(problem):
+    ds, steps = dataset(problem, losses="it_ii")
+    assert [int(b["kind"][0]) for b in first_batches(ds, 4)] == [0, 1, 0, 1]
+    assert steps == 2 * 6
+
+
+def test_dataset_errors_name_the_problem(problem):
+    table = problem["planted"]["item_factors"].copy()
+    table[3, 1] = np.nan
+    with pytest.raises(ValueError, match="item_table holds NaN or inf.*row 3"):
+        make_phase1_dataset(table, item_text=problem["item_text"], losses="it")
+    items, ids, mask = problem["item_text"]
+    with pytest.raises(ValueError, match="Unknown item id 48"):
+        make_phase1_dataset(
+            problem["planted"]["item_factors"],
+            item_text=(items + 1, ids, mask),
+            losses="it",
+        )
+    with pytest.raises(ValueError, match="needs user_item pairs"):
+        make_phase1_dataset(
+            problem["planted"]["item_factors"],
+            item_text=problem["item_text"],
+            item_item=problem["item_item"],
+            losses="all",
+        )
+    empty = mask.copy()
+    empty[5] = False
+    with pytest.raises(ValueError, match="Empty text for item 5"):
+        make_phase1_dataset(
+            problem["planted"]["item_factors"], item_text=(items, ids, empty), losses="it"
+        )
+    with pytest.raises(ValueError, match="batch_size"):
+        dataset(problem, batch_size=1)
+
+
+def test_every_loss_decreases_in_one_fit(problem):
+    pretrainer = tiny_pretrainer(problem)
+    pretrainer.compile(optimizer=keras.optimizers.Adam(2e-3))
+    ds, steps = dataset(problem)
+    history = pretrainer.fit(ds, steps_per_epoch=steps, epochs=8, verbose=0).history
+    for name in ("itc", "itg", "itm", "ii", "ui"):
+        curve = history[f"{name}_loss"]
+        assert curve[-1] < curve[0], (name, curve)
+    assert set(history) == {
+        "loss", "itc_loss", "itg_loss", "itm_loss", "ii_loss", "ui_loss"
+    }
+
+
+@pytest.mark.parametrize(
+    "options", [dict(query_selection="max"), dict(itm_head="query_mean")]
+)
+def test_alternative_heads_compute_finite_losses(problem, options):
+    pretrainer = tiny_pretrainer(problem, **options)
+    batch = first_batches(dataset(problem)[0], 1)[0]
+    out = pretrainer(batch)
+    for name in ("itc", "itg", "itm"):
+        assert np.isfinite(keras.ops.convert_to_numpy(out[name]))
+        assert keras.ops.convert_to_numpy(out[f"{name}_weight"]) == 1.0
+
+
+def test_pretrainer_save_and_load_round_trip(problem, tmp_path):
+    pretrainer = tiny_pretrainer(problem, losses="it")
+    batches = first_batches(dataset(problem, losses="it")[0], 1)
+    path = str(tmp_path / "pretrainer.keras")
+    pretrainer.save(path)
+    restored = keras.models.load_model(path)
+    expected, got = pretrainer(batches[0]), restored(batches[0])
+    for name in ("itc", "itg", "itm"):
+        np.testing.assert_array_equal(
+            keras.ops.convert_to_numpy(expected[name]),
+            keras.ops.convert_to_numpy(got[name]),
+        )
+    assert restored.qformer.get_config() == pretrainer.qformer.get_config()
+
+
+def test_mixed_kind_batch_raises_eagerly(problem):
+    pretrainer = tiny_pretrainer(problem)
+    batch = first_batches(dataset(problem)[0], 2)[1]  # an item-item batch
+    batch["kind"][3] = 2  # one user-item example slipped in
+    with pytest.raises(ValueError, match="mixes pair kinds"):
+        pretrainer(batch)
+
+
+def test_mixed_kind_batch_raises_inside_fit(problem):
+    import tensorflow as tf
+
+    pretrainer = tiny_pretrainer(problem, losses="it_ii")
+    pretrainer.compile(optimizer="adam")
+    batch = first_batches(dataset(problem)[0], 2)[1]
+    batch["kind"][0] = 0
+    ds = tf.data.Dataset.from_tensors(batch).repeat(2)
+    with pytest.raises(Exception, match="mixes pair kinds"):
+        pretrainer.fit(ds, verbose=0)
+
+
+def test_nan_cf_vector_raises_inside_compiled_function(problem):
+    qformer = tiny_pretrainer(problem).qformer
+    cf = problem["planted"]["item_factors"][:4].copy()
+    cf[2, 0] = np.nan
+    # `predict` runs the model compiled (jax.jit / tf.function).
+    with pytest.raises(Exception, match="cf_embedding holds NaN or inf"):
+        qformer.predict({"cf_embedding": cf}, verbose=0)
+
+
+def test_loss_not_enabled_raises(problem):
+    pretrainer = tiny_pretrainer(problem, losses="it")
+    batch = first_batches(dataset(problem)[0], 2)[1]  # item-item
+    with pytest.raises(ValueError, match="does not enable"):
+        pretrainer.compute_loss(y_pred=pretrainer(batch))
+
+
+def test_bad_options_raise(problem):
+    with pytest.raises(ValueError, match="Unknown losses"):
+        tiny_pretrainer(problem, losses="ii")
+    with pytest.raises(ValueError, match="query_selection"):
+        tiny_pretrainer(problem, query_selection="first")
+    with pytest.raises(ValueError, match="itm_head"):
+        tiny_pretrainer(problem, itm_head="cls")
+
+
+_OTHER_BACKEND = textwrap.dedent(
+    """
+    import sys, numpy as np, keras
+    import ilm_keras
+    model = keras.models.load_model(sys.argv[1])
+    inputs = dict(np.load(sys.argv[2]))
+    out = model(inputs, mode="generation")
+    np.savez(sys.argv[3], **{k: keras.ops.convert_to_numpy(v) for k, v in out.items()})
+    """
+)
+
+
+def test_weights_give_same_outputs_under_the_other_backend(problem, tmp_path):
+    pretrainer = tiny_pretrainer(problem)
+    qformer = pretrainer.qformer
+    _, token_ids, padding_mask = problem["item_text"]
+    inputs = {
+        "cf_embedding": problem["planted"]["item_factors"][:4],
+        "token_ids": token_ids[:4],
+        "padding_mask": padding_mask[:4],
+    }
+    expected = {
+        k: keras.ops.convert_to_numpy(v)
+        for k, v in qformer(inputs, mode="generation").items()
+    }
+    qformer.save(str(tmp_path / "q.keras"))
+    np.savez(tmp_path / "inputs.npz", **inputs)
+    other = "tensorflow" if keras.backend.backend() == "jax" else "jax"
+    env = dict(os.environ, KERAS_BACKEND=other, PYTHONPATH=REPO)
+    script = tmp_path / "other.py"
+    script.write_text(_OTHER_BACKEND)
+    subprocess.run(
+        [sys.executable, str(script), str(tmp_path / "q.keras"),
+         str(tmp_path / "inputs.npz"), str(tmp_path / "out.npz")],
+        check=True, env=env, cwd=REPO,
+    )
+    got = np.load(tmp_path / "out.npz")
+    for key, value in expected.items():
+        np.testing.assert_allclose(got[key], value, atol=1e-4)
+
+
+_DATA_PARALLEL = textwrap.dedent(
+    """
+    import os
+    os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=2"
+    import jax, keras, numpy as np
+    import ilm_keras
+    from ilm_keras.data import make_synthetic_data, item_item_pairs
+
+    assert len(jax.devices()) == 2, jax.devices()
+    keras.distribution.set_distribution(keras.distribution.DataParallel())
+    data, planted = make_synthetic_data(num_users=30, num_items=32,
+                                        num_clusters=4, interactions_per_user=6)
+    tokenizer = ilm_keras.QFormerTokenizer.train(data.item_texts, 120, 12)
+    ids, mask = tokenizer.encode(data.item_texts)
+    ds, steps = ilm_keras.make_phase1_dataset(
+        planted["item_factors"], item_text=(np.arange(32), ids, mask),
+        item_item=item_item_pairs(data.sequences), losses="it_ii", batch_size=8)
+    qformer = ilm_keras.QFormer(tokenizer.vocabulary_size(), 16, num_layers=1,
+        hidden_dim=16, num_heads=2, intermediate_dim=32, num_query_tokens=2,
+        max_text_length=12, num_cf_tokens=2, dropout=0.0)
+    model = ilm_keras.QFormerPretrainer(qformer, losses="it_ii", embed_dim=8,
+                                        dec_token_id=tokenizer.dec_token_id)
+    model.compile(optimizer="adam")
+    history = model.fit(ds, steps_per_epoch=4, epochs=2, verbose=0).history
+    assert all(np.isfinite(v).all() for v in history.values()), history
+    sharding = model.qformer.query_tokens.value.sharding
+    assert len(sharding.device_set) == 2, sharding
+    print("DATA_PARALLEL_OK", {k: round(v[-1], 4) for k, v in history.items()})
+    """
+)
+
+
+@pytest.mark.skipif(
+    keras.backend.backend() != "jax",
+    reason="DataParallel on virtual CPU devices is exercised on JAX",
+)
+def test_phase1_fit_under_data_parallel_on_two_devices(tmp_path):
+    script = tmp_path / "data_parallel.py"
+    script.write_text(_DATA_PARALLEL)
+    env = dict(os.environ, KERAS_BACKEND="jax", PYTHONPATH=REPO)
+    result = subprocess.run(
+        [sys.executable, str(script)], env=env, cwd=REPO,
+        capture_output=True, text=True,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "DATA_PARALLEL_OK" in result.stdout
