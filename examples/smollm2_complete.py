@@ -44,6 +44,8 @@ def main(argv):
     load_s = time.perf_counter() - start
 
     prompt_length = len(tokenizer(_PROMPT.value))
+    if tokenizer.start_token_id is not None:
+        prompt_length += 1  # generate() prepends the start token (Gemma)
     max_length = prompt_length + _MAX_NEW_TOKENS.value
     lm = causal_lm_for(backbone, tokenizer, sequence_length=max_length)
     lm.compile(sampler="greedy")
@@ -65,7 +67,7 @@ def main(argv):
         f"{backbone.hidden_dim}, {backbone.count_params():,} parameters)"
     )
     print(f"prompt: {_PROMPT.value!r} ({prompt_length} tokens)")
-    print(f"completion: {output[len(_PROMPT.value):]!r}")
+    print(f"completion: {output[len(_PROMPT.value) :]!r}")
     print(f"load + convert: {load_s:.1f} s")
     print(
         f"generate {_MAX_NEW_TOKENS.value} new tokens: {first_s:.1f} s "

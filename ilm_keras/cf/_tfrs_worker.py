@@ -46,6 +46,9 @@ def _train(users, items, num_users, num_items, config):
             f"({e}); install it with `pip install tensorflow-recommenders`.",
         )
 
+    if config.get("threads"):
+        tf.config.threading.set_intra_op_parallelism_threads(config["threads"])
+        tf.config.threading.set_inter_op_parallelism_threads(config["threads"])
     seed = int(config["seed"])
     tf.keras.utils.set_random_seed(seed)
     tf.config.experimental.enable_op_determinism()

@@ -53,6 +53,9 @@ class TFRSMatrixFactorization:
         init_stddev: stddev of the normal initialisation.
         seed: seed of initialisation and shuffling (TF op determinism is
             enabled in the child, so equal seeds give equal tables on CPU).
+        threads: TensorFlow intra- and inter-op threads in the child (None:
+            TensorFlow's default, one per core). On a busy machine 1 can be
+            much faster.
         timeout: seconds to wait for the child (None: no limit).
         python: interpreter for the child (default `sys.executable`); it
             needs `tensorflow`, `tf_keras` and `tensorflow-recommenders`.
@@ -79,6 +82,7 @@ class TFRSMatrixFactorization:
         logq_correction=False,
         init_stddev=0.1,
         seed=0,
+        threads=None,
         timeout=None,
         python=None,
     ):
@@ -115,6 +119,9 @@ class TFRSMatrixFactorization:
         self.logq_correction = bool(logq_correction)
         self.init_stddev = float(init_stddev)
         self.seed = int(seed)
+        if threads is not None and (int(threads) != threads or threads < 1):
+            raise ValueError(f"`threads` must be a positive int; got {threads}.")
+        self.threads = None if threads is None else int(threads)
         self.timeout = timeout
         self.python = python or sys.executable
         self.user_table = None
@@ -136,6 +143,7 @@ class TFRSMatrixFactorization:
             "logq_correction": self.logq_correction,
             "init_stddev": self.init_stddev,
             "seed": self.seed,
+            "threads": self.threads,
         }
 
     def fit(self, interactions, num_users=None, num_items=None):

@@ -232,3 +232,31 @@ class SoftTokenDecoder:
         return keras.tree.map_structure(
             lambda c: ops.take(c, rows, axis=0), cache
         )
+
+
+class FrozenDecoderLayer(keras.layers.Layer):
+    """`SoftTokenDecoder.hidden_states` as a layer of a functional model.
+
+    Calling the backbone's blocks as nodes of a functional model would let
+    the model's `training` flag reach them (a functional model passes it to
+    every layer whose `call` takes one), turning the frozen LLM's dropout on
+    during `fit`. This layer has no `training` argument and calls the blocks
+    with `training=False` itself. It holds no weights of its own: the
+    backbone's variables are tracked (once) by the model that owns the
+    backbone.
+
+    Args:
+        decoder: a `SoftTokenDecoder`.
+        **kwargs: standard `keras.layers.Layer` arguments.
+    """
+
+    def __init__(self, decoder, **kwargs):
+        super().__init__(**kwargs)
+        object.__setattr__(self, "_decoder", decoder)
+        self.built = True
+
+    def call(self, embeddings, padding_mask):
+        return self._decoder.hidden_states(embeddings, padding_mask)
+
+    def compute_output_shape(self, embeddings_shape, padding_mask_shape):
+        return embeddings_shape

@@ -17,3 +17,14 @@ from ilm_keras.llm.gguf_loader import load_gguf
 from ilm_keras.llm.gguf_tokenizer import GGUFBytePairTokenizer
 from ilm_keras.llm.packaged import PACKAGED_GGUF
 from ilm_keras.llm.packaged import find_packaged_gguf
+
+__all__ = [
+    "GGUFBytePairTokenizer",
+    "GGUFFile",
+    "PACKAGED_GGUF",
+    "SUPPORTED_ARCHITECTURES",
+    "causal_lm_for",
+    "find_packaged_gguf",
+    "load_causal_lm",
+    "load_gguf",
+]

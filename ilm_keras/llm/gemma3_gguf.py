@@ -231,7 +231,9 @@ def gemma3_backbone_from_gguf(gguf_file, dtype="float32"):
             kernel = w.reshape(n, head_dim, hidden).transpose(0, 2, 1)
             _assign(dense.kernel, kernel, p + name)
         # (hidden, heads * head_dim) -> (heads, head_dim, hidden).
-        w = gguf_file.tensor(p + "attn_output.weight", (hidden, heads * head_dim))
+        w = gguf_file.tensor(
+            p + "attn_output.weight", (hidden, heads * head_dim)
+        )
         _assign(
             attention.output_dense.kernel,
             w.reshape(hidden, heads, head_dim).transpose(1, 2, 0),

@@ -22,10 +22,12 @@ def load_gguf(path, dtype="float32"):
     tensors (Q4_0, Q4_1, Q8_0, K-quants, ...) are dequantized with
     `gguf.quants.dequantize` and cast to `dtype`.
 
-    | `general.architecture` | backbone | tokenizer |
-    |---|---|---|
-    | `llama` (SmolLM2, TinyLlama-style BPE models) | `keras_hub.models.LlamaBackbone` | `GGUFBytePairTokenizer` |
-    | `gemma3` (text-only) | `keras_hub.models.Gemma3Backbone` | `keras_hub.tokenizers.Gemma3Tokenizer` |
+    Supported `general.architecture` values:
+
+    - `llama` (SmolLM2 and other byte-level BPE Llama models):
+      `keras_hub.models.LlamaBackbone` + `GGUFBytePairTokenizer`.
+    - `gemma3` (text only): `keras_hub.models.Gemma3Backbone` +
+      `keras_hub.tokenizers.Gemma3Tokenizer`.
 
     Both backbones are standard keras-hub objects with dropout 0: use
     `backbone.token_embedding`, `backbone.transformer_layers` and

@@ -31,8 +31,10 @@ class GGUFBytePairTokenizer(BytePairTokenizer):
 
     Pre-tokenization follows the GGUF `tokenizer.ggml.pre` type: `"gpt-2"`
     (GPT-2's split regex) or `"smollm"` (digits split one by one, then
-    GPT-2's regex). On SmolLM2 this gives the ids of the original Hugging
-    Face tokenizer, runs of spaces and chat control tokens included.
+    GPT-2's regex). On SmolLM2 the ids equal those of a Hugging Face
+    `tokenizers` pipeline with SmolLM's pre-tokenizer (`Digits` +
+    `ByteLevel`) over the same vocabulary and merges, runs of spaces and
+    chat control tokens included (checked in the tests).
     Caveat: inside `tf.data` / `tf.function`, keras-hub runs its own
     TensorFlow implementation instead, which splits runs of spaces
     differently and breaks control tokens that contain `|` (keras-hub 0.32);
@@ -216,7 +218,10 @@ def bpe_tokenizer_from_gguf(gguf_file):
     # (SmolLM2 does); then use the unknown token, else the first token that
     # is not the end token.
     pad_token = None
-    for key in ("tokenizer.ggml.padding_token_id", "tokenizer.ggml.unknown_token_id"):
+    for key in (
+        "tokenizer.ggml.padding_token_id",
+        "tokenizer.ggml.unknown_token_id",
+    ):
         candidate = token_at(key)
         if candidate is not None and candidate != end_token:
             pad_token = candidate

@@ -13,6 +13,7 @@ from ilm_keras.generation.constrained_beam_search import (
 )
 from ilm_keras.generation.item_trie import ItemTrie
 from ilm_keras.layers.item_soft_tokens import ItemSoftTokens
+from ilm_keras.layers.soft_token_decoder import FrozenDecoderLayer
 from ilm_keras.layers.soft_token_decoder import SoftTokenDecoder
 from ilm_keras.models.item_language_model_preprocessor import (
     ItemLanguageModelPreprocessor,
@@ -238,7 +239,9 @@ class ItemLanguageModel(keras_hub.models.CausalLM):
             x = item_soft_tokens(
                 x, inputs["soft_token_mask"], inputs["entity_ids"]
             )
-        hidden = decoder.hidden_states(x, inputs["padding_mask"])
+        hidden = FrozenDecoderLayer(
+            decoder, dtype=backbone.dtype_policy, name="frozen_decoder"
+        )(x, inputs["padding_mask"])
         logits = decoder.logits(hidden)
         super().__init__(inputs=inputs, outputs=logits, **kwargs)
 

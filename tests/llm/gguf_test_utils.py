@@ -11,8 +11,20 @@ import numpy as np
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 # A few merges over GPT-2's byte-to-unicode alphabet ("Ġ" is a space).
 MERGES = [
-    "Ġ t", "h e", "Ġt he", "i s", "Ġ is", "Ġ c", "a t", "Ġc at", "o n",
-    "Ġ on", "Ġ m", "Ġm at", "e r", "i n",
+    "Ġ t",
+    "h e",
+    "Ġt he",
+    "i s",
+    "Ġ is",
+    "Ġ c",
+    "a t",
+    "Ġc at",
+    "o n",
+    "Ġ on",
+    "Ġ m",
+    "Ġm at",
+    "e r",
+    "i n",
 ]
 
 
@@ -202,8 +214,8 @@ def reference_llama_logits(path, token_ids, rope="interleaved"):
     kv_heads = meta("attention.head_count_kv")
     eps = meta("attention.layer_norm_rms_epsilon")
     base = meta("rope.freq_base")
-    apply_rope = _rope_interleaved if rope == "interleaved" else (
-        _rope_rotate_half
+    apply_rope = (
+        _rope_interleaved if rope == "interleaved" else (_rope_rotate_half)
     )
     x = w["token_embd.weight"][np.asarray(token_ids)].astype(np.float64)
     t, hidden = x.shape
@@ -238,9 +250,9 @@ def reference_llama_logits(path, token_ids, rope="interleaved"):
 # --- Gemma 3 -----------------------------------------------------------------
 
 GEMMA_SPECIALS = ["<pad>", "<eos>", "<bos>", "<unk>"]
-GEMMA_PIECES = ["▁", "▁the", "▁cat", "th", "he", "ca", "at"] + list(
-    "abcdefghijklmnopqrstuvwxyz"
-)
+# Listed best-first (SentencePiece BPE merges the best-scored pair first).
+GEMMA_PIECES = ["▁", "th", "ca", "cat", "▁cat", "he", "at", "the", "▁the"]
+GEMMA_PIECES += list("abcdefghijklmnopqrstuvwxyz")
 
 
 def tiny_gemma_vocabulary():
@@ -305,14 +317,18 @@ def write_tiny_gemma3_gguf(
         writer.add_tensor(p + "attn_norm.weight", norm(hidden))
         writer.add_tensor(p + "attn_q.weight", weight(heads * head_dim, hidden))
         writer.add_tensor(p + "attn_q_norm.weight", norm(head_dim))
-        writer.add_tensor(p + "attn_k.weight", weight(kv_heads * head_dim, hidden))
+        writer.add_tensor(
+            p + "attn_k.weight", weight(kv_heads * head_dim, hidden)
+        )
         writer.add_tensor(p + "attn_k_norm.weight", norm(head_dim))
         v = weight(kv_heads * head_dim, hidden)
         # Layer 0 stores v as F16; every ffn_down is Q8_0.
         writer.add_tensor(
             p + "attn_v.weight", v.astype(np.float16) if i == 0 else v
         )
-        writer.add_tensor(p + "attn_output.weight", weight(hidden, heads * head_dim))
+        writer.add_tensor(
+            p + "attn_output.weight", weight(hidden, heads * head_dim)
+        )
         writer.add_tensor(p + "post_attention_norm.weight", norm(hidden))
         writer.add_tensor(p + "ffn_norm.weight", norm(hidden))
         writer.add_tensor(p + "ffn_gate.weight", weight(ffn, hidden))
@@ -320,7 +336,8 @@ def write_tiny_gemma3_gguf(
         down = weight(hidden, ffn)
         qtype = gguf.GGMLQuantizationType.Q8_0
         writer.add_tensor(
-            p + "ffn_down.weight", gguf.quants.quantize(down, qtype),
+            p + "ffn_down.weight",
+            gguf.quants.quantize(down, qtype),
             raw_dtype=qtype,
         )
         writer.add_tensor(p + "post_ffw_norm.weight", norm(hidden))
@@ -355,8 +372,10 @@ def reference_gemma3_logits(path, token_ids):
         p = f"blk.{i}."
         is_global = (i + 1) % 6 == 0  # one global layer in six
         base = 1_000_000.0 if is_global else 10_000.0
-        visible = causal if is_global else causal & (
-            pos[:, None] - pos[None, :] < window
+        visible = (
+            causal
+            if is_global
+            else causal & (pos[:, None] - pos[None, :] < window)
         )
         # GGUF norm weights already hold 1 + w: multiply directly.
         h = _rms_norm(x, w[p + "attn_norm.weight"], eps)
@@ -378,10 +397,14 @@ def reference_gemma3_logits(path, token_ids):
         x = x + _rms_norm(attn, w[p + "post_attention_norm.weight"], eps)
         h = _rms_norm(x, w[p + "ffn_norm.weight"], eps)
         gate = h @ w[p + "ffn_gate.weight"].T
-        gelu = 0.5 * gate * (
-            1 + np.tanh(np.sqrt(2 / np.pi) * (gate + 0.044715 * gate**3))
+        gelu = (
+            0.5
+            * gate
+            * (1 + np.tanh(np.sqrt(2 / np.pi) * (gate + 0.044715 * gate**3)))
         )
-        ffn = (gelu * (h @ w[p + "ffn_up.weight"].T)) @ w[p + "ffn_down.weight"].T
+        ffn = (gelu * (h @ w[p + "ffn_up.weight"].T)) @ w[
+            p + "ffn_down.weight"
+        ].T
         x = x + _rms_norm(ffn, w[p + "post_ffw_norm.weight"], eps)
     x = _rms_norm(x, w["output_norm.weight"], eps)
     return x @ embedding.T

@@ -75,7 +75,13 @@ def test_tokenizer_merges_and_round_trip(tiny_llama_path):
     vocab = tiny_vocabulary()
     ids = np.asarray(tokenizer("the cat is on the mat")).tolist()
     assert [vocab[i] for i in ids] == [
-        "t", "he", "Ġcat", "Ġis", "Ġon", "Ġthe", "Ġmat",
+        "t",
+        "he",
+        "Ġcat",
+        "Ġis",
+        "Ġon",
+        "Ġthe",
+        "Ġmat",
     ]
     for text in [
         "the cat is on the mat",
@@ -98,7 +104,17 @@ def test_digits_are_split_one_by_one(tiny_llama_path):
     vocab = tiny_vocabulary()
     ids = np.asarray(tokenizer("item_1001 ,")).tolist()
     assert [vocab[i] for i in ids] == [
-        "i", "t", "e", "m", "_", "1", "0", "0", "1", "Ġ", ",",
+        "i",
+        "t",
+        "e",
+        "m",
+        "_",
+        "1",
+        "0",
+        "0",
+        "1",
+        "Ġ",
+        ",",
     ]
 
 
@@ -111,7 +127,9 @@ def test_greedy_generate_matches_reference(tiny_llama_path):
     # NumPy greedy decoding without a cache, stopping at the end token.
     ids = list(prompt_ids)
     for _ in range(12 - len(prompt_ids)):
-        next_id = int(np.argmax(reference_llama_logits(tiny_llama_path, ids)[-1]))
+        next_id = int(
+            np.argmax(reference_llama_logits(tiny_llama_path, ids)[-1])
+        )
         if next_id == tokenizer.end_token_id:
             break
         ids.append(next_id)
@@ -206,7 +224,9 @@ def test_unknown_extra_tensor_is_refused(tmp_path):
 
 
 def test_missing_metadata_is_named(tmp_path):
-    path = write_tiny_llama_gguf(tmp_path / "m.gguf", skip_metadata="block_count")
+    path = write_tiny_llama_gguf(
+        tmp_path / "m.gguf", skip_metadata="block_count"
+    )
     with pytest.raises(KeyError, match="llama.block_count"):
         load_gguf(path)
 

@@ -63,9 +63,7 @@ def test_tokenizer_matches_huggingface_pre_tokenization(smollm2):
         ]
     )
     types = f.metadata("tokenizer.ggml.token_type")
-    reference.add_special_tokens(
-        [t for t, k in zip(tokens, types) if k == 3]
-    )
+    reference.add_special_tokens([t for t, k in zip(tokens, types) if k == 3])
     for text in [
         "Hello  world\n\n  123 item_1001 , item_77",
         "(hello) [World]! It's DON'T we'll 3.14159e-10",

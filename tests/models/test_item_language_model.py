@@ -133,6 +133,11 @@ def to_np(x):
     return keras.ops.convert_to_numpy(x)
 
 
+def logits_of(model, x):
+    """Compiled forward pass (one compile per model and input shape)."""
+    return to_np(model.predict_on_batch(x))
+
+
 # ----------------------------------------------------------------------
 # Pretrained abilities preserved.
 # ----------------------------------------------------------------------
@@ -144,12 +149,10 @@ def test_logits_equal_frozen_llm_without_items(arch, backbones, mlp_models):
         ["hello world", "then next hello"], sequence_length=16
     )
     assert not x["soft_token_mask"].any()
+    # Compiled (both models jit-compiled). The eager path is checked in
+    # `test_none_variant_is_the_llm_on_plain_text`.
     np.testing.assert_array_equal(
-        to_np(model(x)), to_np(stock(llm_inputs(x)))
-    )
-    # Compiled too (`predict` jit-compiles both models).
-    np.testing.assert_array_equal(
-        model.predict(x, verbose=0), stock.predict(llm_inputs(x), verbose=0)
+        logits_of(model, x), logits_of(stock, llm_inputs(x))
     )
 
 
@@ -165,6 +168,7 @@ def test_none_variant_is_the_llm_on_plain_text(backbones, tokenizer):
     n = len(plain)
     np.testing.assert_array_equal(x["token_ids"][2, 1 : n + 1], plain)
     stock = keras_hub.models.LlamaCausalLM(backbone=backbone, preprocessor=None)
+    # Eager, and with items mentioned in the text.
     np.testing.assert_array_equal(to_np(model(x)), to_np(stock(x)))
 
 
@@ -185,13 +189,13 @@ def test_soft_tokens_sit_right_after_their_mention(mlp_models):
         ITEM_IDS.index("1001"),
         -1,
     ]
-    before = to_np(model(x))
+    before = logits_of(model, x)
     items, users = make_tables()
     items = items.copy()
     items[ITEM_IDS.index("1001")] += 1.0
     model.set_cf_tables(items, users)
     try:
-        after = to_np(model(x))
+        after = logits_of(model, x)
     finally:
         model.set_cf_tables(*make_tables())
     # Causal: positions before the item's first soft slot are untouched.
@@ -208,7 +212,7 @@ def uncached_greedy(model, x, steps):
     lengths = mask.sum(axis=1)
     for _ in range(steps):
         inputs = dict(x, token_ids=token_ids, padding_mask=mask)
-        logits = to_np(model(inputs))
+        logits = logits_of(model, inputs)
         for b, n in enumerate(lengths):
             token_ids[b, n] = int(np.argmax(logits[b, n - 1]))
             mask[b, n] = True
@@ -220,7 +224,7 @@ def uncached_greedy(model, x, steps):
 def test_cached_greedy_equals_uncached_greedy(arch, mlp_models):
     model = mlp_models[arch]
     model.compile(sampler="greedy")
-    length, steps = 40, 6
+    length, steps = 40, 4
     x = model.preprocessor.generate_preprocess(PROMPTS, sequence_length=length)
     lengths = x["padding_mask"].sum(axis=1)
     assert len(set(lengths)) == len(PROMPTS)  # different lengths (padding)
@@ -257,25 +261,31 @@ def test_generate_strings(mlp_models):
 def exhaustive_scores(model, prompts):
     """Sequence log-likelihood of every item for every prompt, no cache."""
     prep = model.preprocessor
-    trie = model.item_trie()
-    scores = np.zeros((len(prompts), len(ITEM_IDS)))
-    for p, prompt in enumerate(prompts):
-        x = prep.generate_preprocess(
-            [prompt] * len(ITEM_IDS), sequence_length=48
+    seqs = model.item_trie().sequences
+    # One row per (prompt, item): the prompt followed by the item's tokens.
+    x = prep.generate_preprocess(
+        [p for p in prompts for _ in seqs], sequence_length=48
+    )
+    starts = x["padding_mask"].sum(axis=1)
+    for r, n in enumerate(starts):
+        seq = seqs[r % len(seqs)]
+        x["token_ids"][r, n : n + len(seq)] = seq
+        x["padding_mask"][r, n : n + len(seq)] = True
+    logits = logits_of(model, x).astype("float64")
+    log_probs = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+    scores = np.zeros((len(prompts), len(seqs)))
+    for r, n in enumerate(starts):
+        seq = seqs[r % len(seqs)]
+        scores[r // len(seqs), r % len(seqs)] = sum(
+            log_probs[r, n - 1 + j, t] for j, t in enumerate(seq)
         )
-        n = int(x["padding_mask"][0].sum())
-        for i, seq in enumerate(trie.sequences):
-            x["token_ids"][i, n : n + len(seq)] = seq
-            x["padding_mask"][i, n : n + len(seq)] = True
-        log_probs = to_np(keras.ops.log_softmax(model(x), axis=-1))
-        for i, seq in enumerate(trie.sequences):
-            scores[p, i] = sum(
-                log_probs[i, n - 1 + j, t] for j, t in enumerate(seq)
-            )
     return scores
 
 
-@pytest.mark.parametrize("arch", ARCHS)
+# The per-architecture cache glue is covered by the greedy test above; the
+# search itself is checked on a stacked-cache, absolute-position model (GPT-2)
+# and a tuple-cache, sliding-window one (Gemma3).
+@pytest.mark.parametrize("arch", ["gpt2", "gemma3"])
 def test_recommend_matches_exhaustive_ranking(arch, mlp_models):
     model = mlp_models[arch]
     lengths = [
@@ -314,7 +324,7 @@ def test_recommend_matches_exhaustive_ranking(arch, mlp_models):
 
 
 def test_recommend_single_prompt_batching_and_prefix(mlp_models):
-    model = mlp_models["llama"]
+    model = mlp_models["gpt2"]
     items, scores = model.recommend(PROMPTS[0], k=2, exclude=["7"])
     assert items.shape == (2,) and "7" not in items
     # Batching in chunks (sorted by length) gives the same answers.
@@ -322,12 +332,11 @@ def test_recommend_single_prompt_batching_and_prefix(mlp_models):
     b, sb = model.recommend(PROMPTS, k=3, batch_size=8)
     np.testing.assert_array_equal(a, b)
     np.testing.assert_allclose(sa, sb, rtol=1e-5, atol=1e-5)
+    assert list(a[0][:2]) == list(items)
     # A response prefix is part of every candidate string.
     trie = model.item_trie(response_prefix="next ")
     prefix = model.preprocessor.tokenizer("next ")
     assert all(s[: len(prefix)] == list(prefix) for s in trie.sequences)
-    items, _ = model.recommend(PROMPTS, k=3, response_prefix="next ")
-    assert all(len(set(row)) == 3 for row in items)
 
 
 # ----------------------------------------------------------------------
@@ -339,9 +348,9 @@ TRAIN = {
 }
 
 
-@pytest.mark.parametrize("arch", ["gpt2", "llama"])
-def test_fit_trains_encoder_only_and_llm_dropout_is_off(arch, tokenizer):
-    backbone = make_backbone(arch, dropout=0.5)
+def test_fit_trains_encoder_only_and_llm_dropout_is_off(tokenizer):
+    # GPT-2 has dropout on its embeddings and in every block.
+    backbone = make_backbone("gpt2", dropout=0.5)
     model = make_model(backbone, tokenizer)
     x, _, _ = model.preprocessor(TRAIN)
     # Dropout inside the frozen LLM is off even in training mode (the MLP
@@ -372,7 +381,7 @@ def test_fit_trains_encoder_only_and_llm_dropout_is_off(arch, tokenizer):
 def test_loss_counts_response_tokens_only(mlp_models):
     model = mlp_models["llama"]
     x, y, sw = model.preprocessor(TRAIN)
-    logits = model(x)
+    logits = logits_of(model, x)
     loss_fn = keras.losses.SparseCategoricalCrossentropy(
         from_logits=True, reduction=None
     )
@@ -386,12 +395,21 @@ def test_loss_counts_response_tokens_only(mlp_models):
 # ----------------------------------------------------------------------
 # Q-Former variants.
 # ----------------------------------------------------------------------
-def test_ilm_and_ilm_rand_variants(backbones, tokenizer):
+@pytest.fixture(scope="module")
+def ilm_model(backbones, tokenizer):
+    keras.utils.set_random_seed(3)
+    return make_model(
+        backbones["gemma"], tokenizer, item_encoder="ilm",
+        qformer=make_qformer(),
+    )
+
+
+def test_ilm_and_ilm_rand_variants(ilm_model, backbones, tokenizer):
     backbone = backbones["gemma"]
-    qformer = make_qformer()
+    ilm = ilm_model
+    qformer = ilm.qformer
     qformer_weights = [to_np(w).copy() for w in qformer.weights]
-    ilm = make_model(backbone, tokenizer, item_encoder="ilm", qformer=qformer)
-    assert ilm.qformer is qformer and ilm.num_soft_tokens == 3
+    assert ilm.num_soft_tokens == 3
     items, _ = make_tables()
     expected = ilm.adaptor(qformer.encode_items(items[:2]))
     got = ilm.item_soft_tokens.encode(items[:2])
@@ -419,28 +437,30 @@ def test_ilm_and_ilm_rand_variants(backbones, tokenizer):
         for b, w in zip(qformer_weights, qformer.weights)
     ]
     assert any(moved)  # the pretrained Q-Former is fine-tuned in place
-    out, _ = ilm.recommend(PROMPTS[:2], k=3)
-    assert out.shape == (2, 3)
 
 
 # ----------------------------------------------------------------------
 # Save / load.
 # ----------------------------------------------------------------------
 @pytest.mark.parametrize("item_encoder", ["mlp", "ilm", "none"])
-def test_save_load_round_trip(item_encoder, backbones, tokenizer, tmp_path):
-    extra = {"qformer": make_qformer()} if item_encoder == "ilm" else {}
-    model = make_model(
-        backbones["gpt2"], tokenizer, item_encoder=item_encoder, **extra
-    )
+def test_save_load_round_trip(
+    item_encoder, mlp_models, ilm_model, backbones, tokenizer, tmp_path
+):
+    if item_encoder == "mlp":
+        model = mlp_models["gpt2"]
+    elif item_encoder == "ilm":
+        model = ilm_model
+    else:
+        model = make_model(backbones["gpt2"], tokenizer, item_encoder="none")
     # The frozen LLM is shared, not copied: each variable appears once and
     # the parameter count is the LLM's plus the item encoder's.
     ids = [id(w) for w in model.weights]
     assert len(ids) == len(set(ids))
-    assert {id(w) for w in backbones["gpt2"].weights} <= set(ids)
+    assert {id(w) for w in model.backbone.weights} <= set(ids)
     encoder = model.item_soft_tokens
     encoder_params = 0 if encoder is None else encoder.count_params()
     assert model.count_params() == (
-        backbones["gpt2"].count_params() + encoder_params
+        model.backbone.count_params() + encoder_params
     )
     path = os.path.join(tmp_path, "ilm.keras")
     model.save(path)
@@ -452,11 +472,12 @@ def test_save_load_round_trip(item_encoder, backbones, tokenizer, tmp_path):
     x2 = loaded.preprocessor.generate_preprocess(PROMPTS, sequence_length=40)
     for key in x:
         np.testing.assert_array_equal(x[key], x2[key])
-    np.testing.assert_array_equal(to_np(model(x)), to_np(loaded(x)))
-    a, sa = model.recommend(PROMPTS, k=3)
-    b, sb = loaded.recommend(PROMPTS, k=3)
-    np.testing.assert_array_equal(a, b)
-    np.testing.assert_allclose(sa, sb, rtol=1e-6)
+    np.testing.assert_array_equal(logits_of(model, x), logits_of(loaded, x))
+    if item_encoder == "mlp":
+        a, sa = model.recommend(PROMPTS, k=3)
+        b, sb = loaded.recommend(PROMPTS, k=3)
+        np.testing.assert_array_equal(a, b)
+        np.testing.assert_allclose(sa, sb, rtol=1e-6)
 
 
 # ----------------------------------------------------------------------
@@ -474,7 +495,7 @@ def test_unknown_item_or_user_in_prompt(mlp_models):
         )
 
 
-def test_cf_table_errors(backbones, tokenizer):
+def test_cf_table_errors(backbones, tokenizer, ilm_model):
     backbone = backbones["llama"]
     items, users = make_tables()
     prep = ItemLanguageModelPreprocessor(
@@ -493,7 +514,7 @@ def test_cf_table_errors(backbones, tokenizer):
         )
     with pytest.raises(ValueError, match="reads cf_dim=8|expects cf_dim=8"):
         ItemLanguageModel(
-            backbone, prep, item_encoder="ilm", qformer=make_qformer(),
+            backbone, prep, item_encoder="ilm", qformer=ilm_model.qformer,
             item_embeddings=items[:, :6], user_embeddings=users[:, :6],
         )
     with pytest.raises(ValueError, match="6 rows but the preprocessor knows 7"):
@@ -542,7 +563,7 @@ def test_length_and_argument_errors(mlp_models, backbones, tokenizer):
     )
     with pytest.raises(ValueError, match="lays out 4 soft tokens"):
         ItemLanguageModel(
-            backbones["gpt2"], prep, item_encoder="mlp", num_mlp_tokens=2,
+            backbones["llama"], prep, item_encoder="mlp", num_mlp_tokens=2,
             item_embeddings=make_tables()[0], user_embeddings=make_tables()[1],
         )
     opt = keras_hub.models.OPTBackbone(

@@ -1,0 +1,305 @@
+"""Training-step throughput of ilm_keras against its peers, in the same run.
+
+Sections (`--sections`):
+- `qformer`: forward + backward + AdamW of our `QFormer` (matching mode:
+  queries and text attend to each other, cross-attention in every layer)
+  against HF transformers' `Blip2QFormerModel` (torch) fed the same
+  `[queries; text]` rows and the same CF key/value tokens, same shape, same
+  loss (mean square of all outputs). HF is timed eager and, with
+  `--torch_compile`, under `torch.compile`. MFU uses `--peak_tflops`.
+- `phase1`: one full `QFormerPretrainer` step (item-text batch: contrastive +
+  generation + matching, 3 Q-Former passes plus the 3B matching pass).
+
+Writes a markdown table with the machine, versions and this command to
+`--output`. Ratios > 1 mean ilm_keras is faster.
+
+    KERAS_BACKEND=jax python benchmarks/throughput.py --sections qformer,phase1
+"""
+
+import os
+import platform
+import sys
+import time
+
+from absl import app
+from absl import flags
+
+FLAGS = flags.FLAGS
+flags.DEFINE_list("sections", ["qformer", "phase1"], "What to measure.")
+flags.DEFINE_integer("batch_size", 16, "Examples per step.")
+flags.DEFINE_integer("hidden_dim", 256, "Q-Former width.")
+flags.DEFINE_integer("num_layers", 4, "Q-Former layers.")
+flags.DEFINE_integer("num_heads", 8, "Attention heads.")
+flags.DEFINE_integer("num_query_tokens", 32, "Learned queries.")
+flags.DEFINE_integer("text_length", 32, "Text tokens.")
+flags.DEFINE_integer("num_cf_tokens", 8, "CF key/value tokens.")
+flags.DEFINE_integer("cf_dim", 64, "CF embedding dimension.")
+flags.DEFINE_integer("vocabulary_size", 8000, "Text vocabulary.")
+flags.DEFINE_integer("steps", 10, "Timed steps per measurement.")
+flags.DEFINE_integer("repeats", 3, "Measurements; the median is reported.")
+flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "Compute dtype.")
+flags.DEFINE_bool("torch_compile", False, "Also time HF under torch.compile.")
+flags.DEFINE_float("peak_tflops", 0.0, "Device peak TFLOP/s for MFU (0: skip).")
+flags.DEFINE_string("device", "cpu", "torch device for the HF peer.")
+flags.DEFINE_string(
+    "output", "benchmarks/results/throughput.md", "Markdown results file."
+)
+
+
+def qformer_flops_per_example(h, layers, n, text, k, inter, cross_every=1):
+    """Training FLOPs (3x forward) of one matching-mode Q-Former example."""
+    rows = n + text
+    macs = 0
+    for i in range(layers):
+        macs += rows * 4 * h * h + 2 * rows * rows * h + rows * 2 * h * inter
+        if i % cross_every == 0:
+            macs += n * 2 * h * h + k * 2 * h * h + 2 * n * k * h
+    return 3 * 2 * macs
+
+
+def _median_seconds(run, steps, repeats):
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run(steps)
+        times.append((time.perf_counter() - start) / steps)
+    return sorted(times)[len(times) // 2]
+
+
+def _data(np):
+    rng = np.random.default_rng(0)
+    b, l = FLAGS.batch_size, FLAGS.text_length
+    return {
+        "cf_embedding": rng.normal(size=(b, FLAGS.cf_dim)).astype("float32"),
+        "token_ids": rng.integers(1, FLAGS.vocabulary_size, (b, l)).astype("int32"),
+        "padding_mask": np.ones((b, l), bool),
+    }
+
+
+def time_ours_qformer():
+    import keras
+    import numpy as np
+
+    import ilm_keras
+
+    if FLAGS.dtype == "bfloat16":
+        keras.config.set_dtype_policy("mixed_bfloat16")
+
+    class Step(keras.Model):
+        def __init__(self, qformer):
+            super().__init__()
+            self.qformer = qformer
+
+        def call(self, inputs, training=None):
+            return self.qformer(inputs, mode="matching", training=training)
+
+        def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None,
+                         training=True):
+            q = keras.ops.cast(y_pred["query_outputs"], "float32")
+            t = keras.ops.cast(y_pred["text_outputs"], "float32")
+            return keras.ops.mean(q * q) + keras.ops.mean(t * t)
+
+    qformer = ilm_keras.QFormer(
+        vocabulary_size=FLAGS.vocabulary_size, cf_dim=FLAGS.cf_dim,
+        num_layers=FLAGS.num_layers, hidden_dim=FLAGS.hidden_dim,
+        num_heads=FLAGS.num_heads, intermediate_dim=4 * FLAGS.hidden_dim,
+        num_query_tokens=FLAGS.num_query_tokens,
+        max_text_length=FLAGS.text_length, num_cf_tokens=FLAGS.num_cf_tokens,
+        cross_attention_frequency=1, dropout=0.0,
+    )
+    model = Step(qformer)
+    model.compile(optimizer=keras.optimizers.AdamW(1e-4))
+    # The same batch, repeated: `fit` on arrays needs no TensorFlow.
+    batch = _data(np)
+    longest = max(3, FLAGS.steps)
+    data = {k: np.concatenate([v] * longest) for k, v in batch.items()}
+
+    def run(steps):
+        rows = steps * FLAGS.batch_size
+        model.fit({k: v[:rows] for k, v in data.items()},
+                  batch_size=FLAGS.batch_size, shuffle=False, epochs=1, verbose=0)
+
+    run(3)  # compile
+    keras.config.set_dtype_policy("float32")
+    return _median_seconds(run, FLAGS.steps, FLAGS.repeats), qformer.count_params()
+
+
+def time_hf_qformer(compiled):
+    import numpy as np
+    import torch
+    from transformers import Blip2QFormerConfig
+    from transformers import Blip2QFormerModel
+
+    torch.manual_seed(0)
+    device = torch.device(FLAGS.device)
+    h = FLAGS.hidden_dim
+    config = Blip2QFormerConfig(
+        vocab_size=FLAGS.vocabulary_size, hidden_size=h,
+        num_hidden_layers=FLAGS.num_layers, num_attention_heads=FLAGS.num_heads,
+        intermediate_size=4 * h, hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0, cross_attention_frequency=1,
+        encoder_hidden_size=h, max_position_embeddings=FLAGS.text_length,
+        use_qformer_text_input=True,
+    )
+
+    class Peer(torch.nn.Module):
+        """HF Q-Former plus the pieces ours has: queries, word/position
+        embeddings and the CF -> k tokens projection."""
+
+        def __init__(self):
+            super().__init__()
+            self.qformer = Blip2QFormerModel(config)
+            self.queries = torch.nn.Parameter(
+                0.02 * torch.randn(1, FLAGS.num_query_tokens, h))
+            self.words = torch.nn.Embedding(FLAGS.vocabulary_size, h)
+            self.positions = torch.nn.Embedding(FLAGS.text_length, h)
+            self.cf = torch.nn.Linear(FLAGS.cf_dim, FLAGS.num_cf_tokens * h)
+            self.cf_norm = torch.nn.LayerNorm(h)
+
+        def forward(self, cf, token_ids):
+            b = cf.shape[0]
+            text = self.words(token_ids) + self.positions.weight[None]
+            rows = torch.cat([self.queries.expand(b, -1, -1), text], dim=1)
+            kv = self.cf_norm(self.cf(cf).view(b, FLAGS.num_cf_tokens, h))
+            out = self.qformer(query_embeds=rows,
+                               query_length=FLAGS.num_query_tokens,
+                               encoder_hidden_states=kv).last_hidden_state
+            return (out.float() ** 2).mean()
+
+    dtype = torch.bfloat16 if FLAGS.dtype == "bfloat16" else torch.float32
+    model = Peer().to(device=device, dtype=dtype)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    data = _data(np)
+    cf = torch.tensor(data["cf_embedding"], device=device, dtype=dtype)
+    ids = torch.tensor(data["token_ids"], device=device, dtype=torch.long)
+
+    def step():
+        optimizer.zero_grad(set_to_none=True)
+        loss = model(cf, ids)
+        loss.backward()
+        optimizer.step()
+        return loss
+
+    if compiled:
+        step = torch.compile(step)
+
+    def run(steps):
+        for _ in range(steps):
+            step()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    run(3)
+    return _median_seconds(run, FLAGS.steps, FLAGS.repeats)
+
+
+def time_phase1_step():
+    import keras
+    import numpy as np
+
+    import ilm_keras
+
+    if FLAGS.dtype == "bfloat16":
+        keras.config.set_dtype_policy("mixed_bfloat16")
+    rng = np.random.default_rng(0)
+    num_items = 4 * FLAGS.batch_size
+    item_table = rng.normal(size=(num_items, FLAGS.cf_dim)).astype("float32")
+    token_ids = rng.integers(6, FLAGS.vocabulary_size,
+                             (num_items, FLAGS.text_length)).astype("int32")
+    token_ids[:, 0] = 2
+    mask = np.ones_like(token_ids, bool)
+    dataset, _ = ilm_keras.make_phase1_dataset(
+        item_table, item_text=(np.arange(num_items), token_ids, mask),
+        losses="it", batch_size=FLAGS.batch_size)
+    qformer = ilm_keras.QFormer(
+        vocabulary_size=FLAGS.vocabulary_size, cf_dim=FLAGS.cf_dim,
+        num_layers=FLAGS.num_layers, hidden_dim=FLAGS.hidden_dim,
+        num_heads=FLAGS.num_heads, intermediate_dim=4 * FLAGS.hidden_dim,
+        num_query_tokens=FLAGS.num_query_tokens,
+        max_text_length=FLAGS.text_length, num_cf_tokens=FLAGS.num_cf_tokens,
+        dropout=0.1,
+    )
+    model = ilm_keras.QFormerPretrainer(qformer, losses="it")
+    model.compile(optimizer=keras.optimizers.AdamW(1e-4))
+
+    def run(steps):
+        model.fit(dataset, steps_per_epoch=steps, epochs=1, verbose=0)
+
+    run(3)
+    keras.config.set_dtype_policy("float32")
+    return _median_seconds(run, FLAGS.steps, FLAGS.repeats)
+
+
+def main(argv):
+    del argv
+    import keras
+
+    rows = []
+    b = FLAGS.batch_size
+    shape = (f"hidden {FLAGS.hidden_dim}, {FLAGS.num_layers} layers, "
+             f"{FLAGS.num_heads} heads, {FLAGS.num_query_tokens} queries + "
+             f"{FLAGS.text_length} text tokens, {FLAGS.num_cf_tokens} CF tokens, "
+             f"batch {b}, {FLAGS.dtype}")
+    if "qformer" in FLAGS.sections:
+        ours, params = time_ours_qformer()
+        flops = qformer_flops_per_example(
+            FLAGS.hidden_dim, FLAGS.num_layers, FLAGS.num_query_tokens,
+            FLAGS.text_length, FLAGS.num_cf_tokens, 4 * FLAGS.hidden_dim) * b
+        peers = {"HF Blip2QFormerModel eager": time_hf_qformer(False)}
+        if FLAGS.torch_compile:
+            peers["HF Blip2QFormerModel torch.compile"] = time_hf_qformer(True)
+
+        def mfu(seconds):
+            if not FLAGS.peak_tflops:
+                return "-"
+            return f"{100 * flops / seconds / (FLAGS.peak_tflops * 1e12):.1f}%"
+
+        rows.append(("Q-Former step (ilm_keras, "
+                     f"{keras.backend.backend()})", b / ours, 1.0, mfu(ours)))
+        for name, seconds in peers.items():
+            rows.append((name + f" ({FLAGS.device})", b / seconds,
+                         seconds / ours, mfu(seconds)))
+        print(f"Q-Former parameters: {params:,}; training GFLOP/step {flops / 1e9:.2f}")
+    if "phase1" in FLAGS.sections:
+        seconds = time_phase1_step()
+        rows.append(("phase-1 step, item-text batch (ITC+ITG+ITM)",
+                     b / seconds, None, "-"))
+
+    versions = f"keras {keras.__version__}"
+    for module in ("jax", "tensorflow"):
+        try:
+            versions += f", {module} {__import__(module).__version__}"
+        except ImportError:
+            pass
+    try:
+        import torch
+        import transformers
+        versions += f", torch {torch.__version__}, transformers {transformers.__version__}"
+    except ImportError:
+        pass
+    lines = [
+        "# Throughput",
+        "",
+        f"Command: `KERAS_BACKEND={keras.backend.backend()} python "
+        + " ".join(sys.argv) + "`",
+        "",
+        f"Machine: {platform.processor() or platform.machine()}, "
+        f"{os.cpu_count()} CPUs; {versions}",
+        "",
+        f"Shape: {shape}. Median of {FLAGS.repeats} x {FLAGS.steps} steps after warm-up.",
+        "",
+        "| what | examples/s | ilm_keras speed-up vs this | MFU |",
+        "|---|---|---|---|",
+    ]
+    for name, rate, ratio, util in rows:
+        ratio_text = "-" if ratio is None else f"{ratio:.2f}x"
+        lines.append(f"| {name} | {rate:.1f} | {ratio_text} | {util} |")
+    text = "\n".join(lines) + "\n"
+    print(text)
+    os.makedirs(os.path.dirname(FLAGS.output) or ".", exist_ok=True)
+    with open(FLAGS.output, "w") as f:
+        f.write(text)
+
+
+if __name__ == "__main__":
+    app.run(main)
