@@ -11,93 +11,20 @@ import threadpoolctl
 from ilm_keras.cf.embeddings import CFEmbeddings
 from ilm_keras.cf.interaction_matrix import interaction_matrix
 
-# Bytes of per-interaction outer products the exact solver builds at once.
-_EXACT_CHUNK_BYTES = 64 * 1024 * 1024
-
-
-def _row_ids(matrix):
-    """Row index of every stored entry of a CSR matrix."""
-    return np.repeat(
-        np.arange(matrix.shape[0], dtype=np.int64), np.diff(matrix.indptr)
-    )
-
-
-def _segment_sum(values, indptr):
-    """Sums `values[indptr[r]:indptr[r+1]]` for every row `r` (0 if empty)."""
-    n = values.shape[0]
-    selector = scipy.sparse.csr_matrix(
-        (np.ones(n, values.dtype), np.arange(n), indptr - indptr[0]),
-        shape=(len(indptr) - 1, n),
-    )
-    return selector @ values.reshape(n, -1)
-
-
-def solve_exact(matrix, fixed, regularization, alpha, row_slice=None):
-    """Solves every row's least-squares problem exactly (float64).
-
-    For row `u` with observed columns `I_u` and counts `r_ui`, the minimiser
-    of `sum_i c_ui (p_ui - x.y_i)^2 + regularization * |x|^2` over all
-    columns `i` (`p_ui = 1` if observed else 0, `c_ui = 1 + alpha * r_ui`) is
-
-        x_u = (YᵀY + Y_Iᵀ diag(alpha r) Y_I + regularization I)⁻¹ Y_Iᵀ c_I.
-
-    `YᵀY` is shared by all rows (the Gram trick), so each row only adds the
-    outer products of its own observed columns.
-
-    Args:
-        matrix: CSR `[rows, cols]` counts.
-        fixed: `[cols, k]` the other side's table.
-        regularization: L2 weight.
-        alpha: confidence slope.
-        row_slice: optional `slice` of rows to solve (default: all).
-
-    Returns:
-        float64 array `[rows, k]` (rows of `row_slice` only, if given).
-    """
-    fixed = np.asarray(fixed, dtype=np.float64)
-    k = fixed.shape[1]
-    gram = fixed.T @ fixed + regularization * np.eye(k)
-    start, stop = 0, matrix.shape[0]
-    if row_slice is not None:
-        start, stop, _ = row_slice.indices(matrix.shape[0])
-    out = np.empty((stop - start, k), dtype=np.float64)
-    indptr = matrix.indptr
-    entries_per_chunk = max(1, _EXACT_CHUNK_BYTES // (8 * k * k))
-    r0 = start
-    while r0 < stop:
-        # The longest run of rows holding at most `entries_per_chunk` entries.
-        r1 = int(
-            np.searchsorted(indptr, indptr[r0] + entries_per_chunk, "right")
-        )
-        r1 = min(max(r1 - 1, r0 + 1), stop)
-        s, e = indptr[r0], indptr[r1]
-        cols = matrix.indices[s:e]
-        weights = alpha * matrix.data[s:e].astype(np.float64)
-        ys = fixed[cols]
-        outer = (weights[:, None] * ys)[:, :, None] * ys[:, None, :]
-        chunk_indptr = indptr[r0 : r1 + 1]
-        lhs = gram + _segment_sum(outer, chunk_indptr).reshape(-1, k, k)
-        rhs = _segment_sum((1.0 + weights)[:, None] * ys, chunk_indptr)
-        out[r0 - start : r1 - start] = np.linalg.solve(lhs, rhs[..., None])[
-            ..., 0
-        ]
-        r0 = r1
-    return out
-
-
 class _PaddedBlocks:
     """The rows of a CSR matrix grouped into padded blocks of similar length.
 
     Rows are sorted by their number of entries and bucketed by powers of two
     (lengths in `(2^(j-1), 2^j]`), each bucket padded to its longest row and
-    cut into blocks of about `block_entries` padded entries. Per block:
+    cut into blocks of about `block_entries` padded entries (and at most
+    `max_rows` rows). Per block:
     `rows` `[B]`, `cols` `[B, L]` (padding points at column 0) and `counts`
     `[B, L]` (0 on padding, so padding adds nothing to any sum). Dense
     `[B, L, k]` blocks let the conjugate-gradient products run as a few
     contiguous `einsum`s that stay in cache, instead of scattered updates.
     """
 
-    def __init__(self, matrix, block_entries=16384):
+    def __init__(self, matrix, block_entries=16384, max_rows=None):
         lengths = np.diff(matrix.indptr)
         self.empty_rows = np.flatnonzero(lengths == 0)
         nonempty = np.flatnonzero(lengths > 0)
@@ -108,6 +35,8 @@ class _PaddedBlocks:
             rows = order[buckets == bucket]
             width = int(lengths[rows].max())
             per_block = max(1, block_entries // width)
+            if max_rows is not None:
+                per_block = min(per_block, max_rows)
             for b0 in range(0, len(rows), per_block):
                 self.blocks.append(
                     self._pad(matrix, rows[b0 : b0 + per_block], width)
@@ -120,8 +49,54 @@ class _PaddedBlocks:
         valid = offsets[None, :] < lengths[:, None]
         flat = np.where(valid, matrix.indptr[rows][:, None] + offsets, 0)
         cols = np.where(valid, matrix.indices[flat], 0)
-        counts = np.where(valid, matrix.data[flat], 0).astype(np.float32)
+        counts = np.where(valid, matrix.data[flat], 0)
         return rows, cols, counts
+
+
+def _row_ids(matrix):
+    """Row index of every stored entry of a CSR matrix."""
+    return np.repeat(
+        np.arange(matrix.shape[0], dtype=np.int64), np.diff(matrix.indptr)
+    )
+
+
+def solve_exact(matrix, fixed, regularization, alpha):
+    """Solves every row's least-squares problem exactly (float64).
+
+    For row `u` with observed columns `I_u` and counts `r_ui`, the minimiser
+    of `sum_i c_ui (p_ui - x.y_i)^2 + regularization * |x|^2` over all
+    columns `i` (`p_ui = 1` if observed else 0, `c_ui = 1 + alpha * r_ui`) is
+
+        x_u = (YᵀY + Y_Iᵀ diag(alpha r) Y_I + regularization I)⁻¹ Y_Iᵀ c_I.
+
+    `YᵀY` is shared by all rows (the Gram trick), so each row only adds the
+    outer products of its own observed columns: a batched `[k, L] @ [L, k]`
+    product over padded blocks of rows, then a batched `np.linalg.solve`.
+    Rows without entries get their exact solution, 0.
+
+    Args:
+        matrix: CSR `[rows, cols]` counts.
+        fixed: `[cols, k]` the other side's table.
+        regularization: L2 weight.
+        alpha: confidence slope.
+
+    Returns:
+        float64 array `[rows, k]`.
+    """
+    fixed = np.asarray(fixed, dtype=np.float64)
+    k = fixed.shape[1]
+    gram = fixed.T @ fixed + regularization * np.eye(k)
+    out = np.zeros((matrix.shape[0], k), dtype=np.float64)
+    # At most 512 rows per block keeps the [rows, k, k] systems small.
+    blocks = _PaddedBlocks(matrix, block_entries=16384, max_rows=512)
+    for rows, cols, counts in blocks.blocks:
+        ys = fixed[cols]  # [B, L, k]
+        weights = alpha * counts.astype(np.float64)
+        confidence = np.where(counts > 0, 1.0 + weights, 0.0)
+        lhs = gram + np.matmul(ys.transpose(0, 2, 1) * weights[:, None, :], ys)
+        rhs = np.einsum("bl,blk->bk", confidence, ys)
+        out[rows] = np.linalg.solve(lhs, rhs[..., None])[..., 0]
+    return out
 
 
 def _solve_cg(blocks, current, fixed, regularization, alpha, steps):

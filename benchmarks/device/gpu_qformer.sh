@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# GPU checks and Q-Former throughput on a lent GPU machine (JAX in its image;
+# keras and keras-hub carried as wheels in .whl/, see benchmarks/README.md).
+# Results land in $OUT (or ./gpu_results).
+set -u
+OUT=${OUT:-gpu_results}; mkdir -p "$OUT"
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir \
+  --upgrade --target /tmp/site .whl/*.whl || exit 1
+export PYTHONPATH=/tmp/site:$PWD KERAS_BACKEND=jax PYTHONUNBUFFERED=1
+export XLA_PYTHON_CLIENT_MEM_FRACTION=0.45 TF_CPP_MIN_LOG_LEVEL=2
+nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | tee "$OUT/gpu.txt"
+python3 benchmarks/gpu_checks.py 2>&1 | grep -E "^(k=|GPU|devices)" | tee "$OUT/gpu_checks.txt"
+for width in 768 1024; do
+  heads=$(( width / 64 ))
+  timeout 200 python3 benchmarks/throughput.py --sections qformer --dtype bfloat16 \
+    --batch_size 256 --hidden_dim $width --num_layers 8 --num_heads $heads \
+    --device cuda --torch_compile --peak_tflops 989 \
+    --output "$OUT/throughput_gpu_$width.md" 2>&1 | grep -E "^\||parameters|Error|error" | tail -20
+done
