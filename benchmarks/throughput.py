@@ -38,9 +38,16 @@ flags.DEFINE_integer("vocabulary_size", 8000, "Text vocabulary.")
 flags.DEFINE_integer("steps", 10, "Timed steps per measurement.")
 flags.DEFINE_integer("repeats", 3, "Measurements; the median is reported.")
 flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "Compute dtype.")
+flags.DEFINE_list(
+    "keras_policies", [],
+    "Keras dtype policies to time ours under (default: mixed_bfloat16 for "
+    "--dtype bfloat16, else float32). 'bfloat16' keeps weights in bf16 like "
+    "the torch peer; 'mixed_bfloat16' keeps float32 master weights.")
+flags.DEFINE_integer("steps_per_execution", 1, "Keras steps per execution.")
 flags.DEFINE_bool("torch_compile", False, "Also time HF under torch.compile.")
 flags.DEFINE_float("peak_tflops", 0.0, "Device peak TFLOP/s for MFU (0: skip).")
 flags.DEFINE_string("device", "cpu", "torch device for the HF peer.")
+flags.DEFINE_integer("torch_threads", 0, "torch CPU threads (0: torch's default).")
 flags.DEFINE_string(
     "output", "benchmarks/results/throughput.md", "Markdown results file."
 )
@@ -76,14 +83,13 @@ def _data(np):
     }
 
 
-def time_ours_qformer():
+def time_ours_qformer(policy):
     import keras
     import numpy as np
 
     import ilm_keras
 
-    if FLAGS.dtype == "bfloat16":
-        keras.config.set_dtype_policy("mixed_bfloat16")
+    keras.config.set_dtype_policy(policy)
 
     class Step(keras.Model):
         def __init__(self, qformer):
@@ -108,20 +114,22 @@ def time_ours_qformer():
         cross_attention_frequency=1, dropout=0.0,
     )
     model = Step(qformer)
-    model.compile(optimizer=keras.optimizers.AdamW(1e-4))
+    model.compile(optimizer=keras.optimizers.AdamW(1e-4),
+                  steps_per_execution=FLAGS.steps_per_execution)
     # The same batch, repeated: `fit` on arrays needs no TensorFlow.
     batch = _data(np)
-    longest = max(3, FLAGS.steps)
+    longest = max(3, FLAGS.steps) * FLAGS.steps_per_execution
     data = {k: np.concatenate([v] * longest) for k, v in batch.items()}
 
     def run(steps):
-        rows = steps * FLAGS.batch_size
+        rows = steps * FLAGS.steps_per_execution * FLAGS.batch_size
         model.fit({k: v[:rows] for k, v in data.items()},
                   batch_size=FLAGS.batch_size, shuffle=False, epochs=1, verbose=0)
 
     run(3)  # compile
     keras.config.set_dtype_policy("float32")
-    return _median_seconds(run, FLAGS.steps, FLAGS.repeats), qformer.count_params()
+    seconds = _median_seconds(run, FLAGS.steps, FLAGS.repeats)
+    return seconds / FLAGS.steps_per_execution, qformer.count_params()
 
 
 def time_hf_qformer(compiled):
@@ -131,6 +139,8 @@ def time_hf_qformer(compiled):
     from transformers import Blip2QFormerModel
 
     torch.manual_seed(0)
+    if FLAGS.torch_threads:
+        torch.set_num_threads(FLAGS.torch_threads)
     device = torch.device(FLAGS.device)
     h = FLAGS.hidden_dim
     config = Blip2QFormerConfig(
@@ -241,7 +251,10 @@ def main(argv):
              f"{FLAGS.text_length} text tokens, {FLAGS.num_cf_tokens} CF tokens, "
              f"batch {b}, {FLAGS.dtype}")
     if "qformer" in FLAGS.sections:
-        ours, params = time_ours_qformer()
+        policies = FLAGS.keras_policies or [
+            "mixed_bfloat16" if FLAGS.dtype == "bfloat16" else "float32"]
+        timings = {p: time_ours_qformer(p) for p in policies}
+        ours, params = timings[policies[0]]
         flops = qformer_flops_per_example(
             FLAGS.hidden_dim, FLAGS.num_layers, FLAGS.num_query_tokens,
             FLAGS.text_length, FLAGS.num_cf_tokens, 4 * FLAGS.hidden_dim) * b
@@ -254,8 +267,11 @@ def main(argv):
                 return "-"
             return f"{100 * flops / seconds / (FLAGS.peak_tflops * 1e12):.1f}%"
 
-        rows.append(("Q-Former step (ilm_keras, "
-                     f"{keras.backend.backend()})", b / ours, 1.0, mfu(ours)))
+        for policy, (seconds, _) in timings.items():
+            rows.append((f"Q-Former step (ilm_keras, {keras.backend.backend()}, "
+                         f"{policy}, steps_per_execution "
+                         f"{FLAGS.steps_per_execution})",
+                         b / seconds, ours / seconds, mfu(seconds)))
         for name, seconds in peers.items():
             rows.append((name + f" ({FLAGS.device})", b / seconds,
                          seconds / ours, mfu(seconds)))
@@ -288,7 +304,7 @@ def main(argv):
         "",
         f"Shape: {shape}. Median of {FLAGS.repeats} x {FLAGS.steps} steps after warm-up.",
         "",
-        "| what | examples/s | ilm_keras speed-up vs this | MFU |",
+        "| what | examples/s | speed-up of ilm_keras (first row) vs this | MFU |",
         "|---|---|---|---|",
     ]
     for name, rate, ratio, util in rows:
