@@ -112,6 +112,7 @@ def _train(users, items, num_users, num_items, config):
         .shuffle(len(users), seed=seed, reshuffle_each_iteration=True)
         .batch(int(config["batch_size"]))
     )
+
     class EpochLoss(tf.keras.callbacks.Callback):
         """Mean per-pair loss of each epoch (the task sums over a batch)."""
 

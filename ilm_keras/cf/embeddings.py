@@ -25,7 +25,8 @@ def _as_float32_table(name, table):
         )
     if not np.issubdtype(table.dtype, np.floating):
         raise ValueError(
-            f"`{name}` must hold floating-point values; got dtype {table.dtype}."
+            f"`{name}` must hold floating-point values; got dtype "
+            f"{table.dtype}."
         )
     table = table.astype(np.float32, copy=False)
     bad = ~np.isfinite(table)
@@ -213,7 +214,9 @@ class CFEmbeddings:
         try:
             config = json.loads(str(fields["config"]))
         except json.JSONDecodeError as e:
-            raise ValueError(f"{path}: `config` is not valid JSON ({e}).") from e
+            raise ValueError(
+                f"{path}: `config` is not valid JSON ({e})."
+            ) from e
         try:
             return cls(
                 user_table=fields["user_table"],

@@ -1,46 +1,54 @@
 """Implicit-feedback alternating least squares (iALS), vectorised NumPy."""
 
-import time
-
+import concurrent.futures
 import contextlib
+import os
+import time
+import warnings
 
 import numpy as np
-import scipy.sparse
-import threadpoolctl
 
 from ilm_keras.cf.embeddings import CFEmbeddings
 from ilm_keras.cf.interaction_matrix import interaction_matrix
 
+
 class _PaddedBlocks:
     """The rows of a CSR matrix grouped into padded blocks of similar length.
 
-    Rows are sorted by their number of entries and bucketed by powers of two
-    (lengths in `(2^(j-1), 2^j]`), each bucket padded to its longest row and
-    cut into blocks of about `block_entries` padded entries (and at most
-    `max_rows` rows). Per block:
-    `rows` `[B]`, `cols` `[B, L]` (padding points at column 0) and `counts`
-    `[B, L]` (0 on padding, so padding adds nothing to any sum). Dense
-    `[B, L, k]` blocks let the conjugate-gradient products run as a few
-    contiguous `einsum`s that stay in cache, instead of scattered updates.
+    Rows are sorted by their number of entries and cut, in that order, into
+    blocks of at most `block_entries` padded entries (and at most `max_rows`
+    rows); each block is padded to its longest row, so little is wasted.
+    Per block: `rows` `[B]`, `cols` `[B, L]` (padding points at column 0) and
+    `counts` `[B, L]` (0 on padding, so padding adds nothing to any sum).
+    Dense `[B, L, k]` blocks let the solvers run as a few contiguous
+    `einsum`s / batched products that stay in cache, instead of scattered
+    per-entry updates.
     """
 
-    def __init__(self, matrix, block_entries=16384, max_rows=None):
+    def __init__(self, matrix, block_entries=4096, max_rows=None):
         lengths = np.diff(matrix.indptr)
         self.empty_rows = np.flatnonzero(lengths == 0)
         nonempty = np.flatnonzero(lengths > 0)
         order = nonempty[np.argsort(lengths[nonempty], kind="stable")]
-        buckets = np.ceil(np.log2(lengths[order])).astype(np.int64)
+        sorted_lengths = lengths[order]
+        max_rows = len(order) if max_rows is None else max_rows
         self.blocks = []
-        for bucket in np.unique(buckets):
-            rows = order[buckets == bucket]
-            width = int(lengths[rows].max())
-            per_block = max(1, block_entries // width)
-            if max_rows is not None:
-                per_block = min(per_block, max_rows)
-            for b0 in range(0, len(rows), per_block):
-                self.blocks.append(
-                    self._pad(matrix, rows[b0 : b0 + per_block], width)
-                )
+        start = 0
+        while start < len(order):
+            # The longest run start..end-1 whose padded size fits (lengths
+            # are sorted, so the padded size grows with `end`).
+            lo, hi = start + 1, min(len(order), start + max_rows)
+            while lo < hi:
+                mid = (lo + hi + 1) // 2
+                if (mid - start) * sorted_lengths[mid - 1] <= block_entries:
+                    lo = mid
+                else:
+                    hi = mid - 1
+            rows = order[start:lo]
+            self.blocks.append(
+                self._pad(matrix, rows, int(sorted_lengths[lo - 1]))
+            )
+            start = lo
 
     @staticmethod
     def _pad(matrix, rows, width):
@@ -67,11 +75,18 @@ def solve_exact(matrix, fixed, regularization, alpha):
     of `sum_i c_ui (p_ui - x.y_i)^2 + regularization * |x|^2` over all
     columns `i` (`p_ui = 1` if observed else 0, `c_ui = 1 + alpha * r_ui`) is
 
-        x_u = (YᵀY + Y_Iᵀ diag(alpha r) Y_I + regularization I)⁻¹ Y_Iᵀ c_I.
+        x_u = (M + Uᵀ W U)⁻¹ Uᵀ c,   M = YᵀY + regularization I,
 
-    `YᵀY` is shared by all rows (the Gram trick), so each row only adds the
-    outer products of its own observed columns: a batched `[k, L] @ [L, k]`
-    product over padded blocks of rows, then a batched `np.linalg.solve`.
+    with `U = Y_I` (the `L` observed rows of the fixed table), `W =
+    diag(alpha r)` and `c = 1 + alpha r`. `M` is shared by all rows (the Gram
+    trick). Rows are solved in padded blocks of similar length `L`:
+
+    - `L >= k`: build `M + Uᵀ W U` (a batched `[k, L] @ [L, k]` product) and
+      solve the `k x k` system;
+    - `L < k` (and `regularization > 0`): by the Woodbury identity,
+      `x = Vᵀ z` with `V = U M⁻¹` and `(I + W U Vᵀ) z = c`, an `L x L`
+      system, much cheaper for the many short rows of sparse data.
+
     Rows without entries get their exact solution, 0.
 
     Args:
@@ -86,40 +101,57 @@ def solve_exact(matrix, fixed, regularization, alpha):
     fixed = np.asarray(fixed, dtype=np.float64)
     k = fixed.shape[1]
     gram = fixed.T @ fixed + regularization * np.eye(k)
+    gram_inverse = np.linalg.inv(gram) if regularization > 0 else None
     out = np.zeros((matrix.shape[0], k), dtype=np.float64)
     # At most 512 rows per block keeps the [rows, k, k] systems small.
     blocks = _PaddedBlocks(matrix, block_entries=16384, max_rows=512)
     for rows, cols, counts in blocks.blocks:
-        ys = fixed[cols]  # [B, L, k]
+        observed = counts > 0
+        ys = fixed[cols] * observed[..., None]  # [B, L, k], 0 on padding
         weights = alpha * counts.astype(np.float64)
-        confidence = np.where(counts > 0, 1.0 + weights, 0.0)
-        lhs = gram + np.matmul(ys.transpose(0, 2, 1) * weights[:, None, :], ys)
-        rhs = np.einsum("bl,blk->bk", confidence, ys)
-        out[rows] = np.linalg.solve(lhs, rhs[..., None])[..., 0]
+        confidence = np.where(observed, 1.0 + weights, 0.0)
+        width = cols.shape[1]
+        if gram_inverse is not None and width < k:
+            v = ys @ gram_inverse  # [B, L, k]
+            system = np.eye(width) + weights[:, :, None] * (
+                v @ ys.transpose(0, 2, 1)
+            )
+            z = np.linalg.solve(system, confidence[..., None])  # [B, L, 1]
+            out[rows] = (v.transpose(0, 2, 1) @ z)[..., 0]
+        else:
+            lhs = gram + (ys.transpose(0, 2, 1) * weights[:, None, :]) @ ys
+            rhs = np.einsum("bl,blk->bk", confidence, ys)
+            out[rows] = np.linalg.solve(lhs, rhs[..., None])[..., 0]
     return out
 
 
-def _solve_cg(blocks, current, fixed, regularization, alpha, steps):
+def _solve_cg(blocks, current, fixed, regularization, alpha, steps, pool=None):
     """A few conjugate-gradient steps on every row's system.
 
     Same systems as `solve_exact`, warm-started at `current` (float32,
     updated in place and returned); rows without entries get their exact
     solution, 0. A matrix-vector product needs the shared Gram matrix and
     one pass over the row's observed columns, never a `k x k` matrix per row.
+    Blocks are independent (disjoint rows), so `pool` (a thread pool; NumPy
+    releases the GIL in its kernels) may run them concurrently with the same
+    result.
     """
     k = fixed.shape[1]
     gram = fixed.T @ fixed + np.float32(regularization) * np.eye(
         k, dtype=np.float32
     )
     alpha = np.float32(alpha)
-    for rows, cols, counts in blocks.blocks:
+
+    def solve_block(block):
+        rows, cols, counts = block
         ys = fixed[cols]  # [B, L, k]
         weights = alpha * counts  # c - 1 on observed entries, 0 on padding
         confidence = np.where(counts > 0, 1.0 + weights, 0.0).astype(np.float32)
 
-        def matvec(p, ys=ys, weights=weights):
-            dots = np.einsum("blk,bk->bl", ys, p)
-            return p @ gram + np.einsum("bl,blk->bk", weights * dots, ys)
+        def matvec(p):
+            dots = np.matmul(ys, p[:, :, None])[:, :, 0]
+            scatter = np.matmul((weights * dots)[:, None, :], ys)[:, 0, :]
+            return p @ gram + scatter
 
         x = current[rows]
         r = np.einsum("bl,blk->bk", confidence, ys) - matvec(x)
@@ -140,6 +172,13 @@ def _solve_cg(blocks, current, fixed, regularization, alpha, steps):
             p = r + beta.astype(np.float32)[:, None] * p
             rs_old = rs_new
         current[rows] = x
+
+    if pool is None:
+        for block in blocks.blocks:
+            solve_block(block)
+    else:
+        for _ in pool.map(solve_block, blocks.blocks):
+            pass
     current[blocks.empty_rows] = 0.0
     return current
 
@@ -163,8 +202,8 @@ class IALS:
     - `"cg"` (default): `cg_steps` conjugate-gradient steps per row,
       warm-started from the previous iteration (Takács et al. 2011; what the
       `implicit` package does), vectorised over all rows at once.
-    - `"exact"`: an exact batched `np.linalg.solve` per row in float64;
-      slower, for small problems and for `fold_in`.
+    - `"exact"`: every row solved exactly in float64 (`solve_exact`);
+      slower per iteration, for small problems; `fold_in` always uses it.
 
     Relation to `implicit.als.AlternatingLeastSquares`: `implicit` uses
     confidence `c = alpha_implicit * r` (not `1 + alpha * r`); on binary data
@@ -180,6 +219,9 @@ class IALS:
         init_stddev: initial tables are normal with stddev
             `init_stddev / sqrt(factors)` (Rendle et al., iALS revisited).
         seed: seed of the initialisation; equal seeds give equal tables.
+        num_threads: threads that solve blocks of rows concurrently in the
+            `"cg"` solver (0: one per CPU core; 1: no thread pool). Results
+            do not depend on it.
         blas_threads: BLAS threads while fitting and folding in (via
             `threadpoolctl`). The solver makes many small matrix products,
             which run fastest single-threaded; a multithreaded OpenBLAS on a
@@ -205,10 +247,13 @@ class IALS:
         cg_steps=3,
         init_stddev=0.1,
         seed=0,
+        num_threads=0,
         blas_threads=1,
     ):
         if int(factors) != factors or factors < 1:
-            raise ValueError(f"`factors` must be a positive int; got {factors}.")
+            raise ValueError(
+                f"`factors` must be a positive int; got {factors}."
+            )
         if not regularization >= 0:
             raise ValueError(
                 f"`regularization` must be >= 0; got {regularization}."
@@ -220,9 +265,13 @@ class IALS:
                 f"`iterations` must be a positive int; got {iterations}."
             )
         if solver not in ("cg", "exact"):
-            raise ValueError(f"`solver` must be 'cg' or 'exact'; got {solver!r}.")
+            raise ValueError(
+                f"`solver` must be 'cg' or 'exact'; got {solver!r}."
+            )
         if int(cg_steps) != cg_steps or cg_steps < 1:
-            raise ValueError(f"`cg_steps` must be a positive int; got {cg_steps}.")
+            raise ValueError(
+                f"`cg_steps` must be a positive int; got {cg_steps}."
+            )
         if not init_stddev > 0:
             raise ValueError(f"`init_stddev` must be > 0; got {init_stddev}.")
         self.factors = int(factors)
@@ -233,6 +282,11 @@ class IALS:
         self.cg_steps = int(cg_steps)
         self.init_stddev = float(init_stddev)
         self.seed = seed
+        if int(num_threads) != num_threads or num_threads < 0:
+            raise ValueError(
+                f"`num_threads` must be an int >= 0; got {num_threads}."
+            )
+        self.num_threads = int(num_threads)
         self.blas_threads = blas_threads
         self.user_table = None
         self.item_table = None
@@ -249,11 +303,22 @@ class IALS:
             "cg_steps": self.cg_steps,
             "init_stddev": self.init_stddev,
             "seed": self.seed,
+            "num_threads": self.num_threads,
             "blas_threads": self.blas_threads,
         }
 
     def _blas_limit(self):
         if self.blas_threads is None:
+            return contextlib.nullcontext()
+        try:
+            import threadpoolctl
+        except ImportError:
+            warnings.warn(
+                "`threadpoolctl` is not installed, so IALS cannot limit BLAS "
+                "threads (`blas_threads`); fitting may be much slower on a "
+                "busy machine. `pip install threadpoolctl` to fix.",
+                stacklevel=3,
+            )
             return contextlib.nullcontext()
         return threadpoolctl.threadpool_limits(self.blas_threads, "blas")
 
@@ -290,31 +355,32 @@ class IALS:
         shape_i = (user_items.shape[1], self.factors)
         users = (rng.standard_normal(shape_u) * scale).astype(np.float32)
         items = (rng.standard_normal(shape_i) * scale).astype(np.float32)
+        user_blocks = item_blocks = None
         if self.solver == "cg":
             user_blocks = _PaddedBlocks(user_items)
             item_blocks = _PaddedBlocks(item_users)
         self.loss_history = []
-        for _ in range(self.iterations):
-            if self.solver == "cg":
-                users = _solve_cg(
-                    user_blocks, users, items,
-                    self.regularization, self.alpha, self.cg_steps,
+        threads = self.num_threads or os.cpu_count() or 1
+        with contextlib.ExitStack() as stack:
+            pool = None
+            if threads > 1 and self.solver == "cg":
+                pool = stack.enter_context(
+                    concurrent.futures.ThreadPoolExecutor(threads)
                 )
-                items = _solve_cg(
-                    item_blocks, items, users,
-                    self.regularization, self.alpha, self.cg_steps,
+            for _ in range(self.iterations):
+                users, items = self._iterate(
+                    user_items,
+                    item_users,
+                    users,
+                    items,
+                    pool,
+                    user_blocks,
+                    item_blocks,
                 )
-            else:
-                users = solve_exact(
-                    user_items, items, self.regularization, self.alpha
-                ).astype(np.float32)
-                items = solve_exact(
-                    item_users, users, self.regularization, self.alpha
-                ).astype(np.float32)
-            if compute_loss:
-                self.loss_history.append(
-                    self._loss(user_items, users, items)
-                )
+                if compute_loss:
+                    self.loss_history.append(
+                        self._loss(user_items, users, items)
+                    )
         if not (np.isfinite(users).all() and np.isfinite(items).all()):
             raise FloatingPointError(
                 "iALS produced non-finite factors; increase `regularization`."
@@ -323,11 +389,52 @@ class IALS:
         self.fit_seconds = time.perf_counter() - start
         return users, items
 
+    def _iterate(
+        self,
+        user_items,
+        item_users,
+        users,
+        items,
+        pool,
+        user_blocks,
+        item_blocks,
+    ):
+        """One alternation: users given items, then items given users."""
+        if self.solver == "cg":
+            users = _solve_cg(
+                user_blocks,
+                users,
+                items,
+                self.regularization,
+                self.alpha,
+                self.cg_steps,
+                pool,
+            )
+            items = _solve_cg(
+                item_blocks,
+                items,
+                users,
+                self.regularization,
+                self.alpha,
+                self.cg_steps,
+                pool,
+            )
+        else:
+            users = solve_exact(
+                user_items, items, self.regularization, self.alpha
+            ).astype(np.float32)
+            items = solve_exact(
+                item_users, users, self.regularization, self.alpha
+            ).astype(np.float32)
+        return users, items
+
     def _loss(self, user_items, users, items):
         users64 = users.astype(np.float64)
         items64 = items.astype(np.float64)
         dots = np.einsum(
-            "ij,ij->i", users64[_row_ids(user_items)], items64[user_items.indices]
+            "ij,ij->i",
+            users64[_row_ids(user_items)],
+            items64[user_items.indices],
         )
         confidence = 1.0 + self.alpha * user_items.data.astype(np.float64)
         # Every pair as if unobserved, then the observed pairs corrected.

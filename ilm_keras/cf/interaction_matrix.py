@@ -89,7 +89,8 @@ def _from_sequences(sequences, num_users, num_items):
         arr = np.asarray(seq)
         if arr.ndim != 1:
             raise ValueError(
-                f"Sequence of user index {u} must be 1-D; got shape {arr.shape}."
+                f"Sequence of user index {u} must be 1-D; got shape "
+                f"{arr.shape}."
             )
         if arr.size and not np.issubdtype(arr.dtype, np.integer):
             raise ValueError(

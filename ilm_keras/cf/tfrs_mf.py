@@ -92,7 +92,9 @@ class TFRSMatrixFactorization:
             ("batch_size", batch_size),
         ):
             if int(value) != value or value < 1:
-                raise ValueError(f"`{name}` must be a positive int; got {value}.")
+                raise ValueError(
+                    f"`{name}` must be a positive int; got {value}."
+                )
         if optimizer not in ("adagrad", "adam"):
             raise ValueError(
                 f"`optimizer` must be 'adagrad' or 'adam'; got {optimizer!r}."
@@ -120,7 +122,9 @@ class TFRSMatrixFactorization:
         self.init_stddev = float(init_stddev)
         self.seed = int(seed)
         if threads is not None and (int(threads) != threads or threads < 1):
-            raise ValueError(f"`threads` must be a positive int; got {threads}.")
+            raise ValueError(
+                f"`threads` must be a positive int; got {threads}."
+            )
         self.threads = None if threads is None else int(threads)
         self.timeout = timeout
         self.python = python or sys.executable
@@ -199,7 +203,10 @@ class TFRSMatrixFactorization:
                 self.item_table = out["item_table"]
                 self.loss_history = out["loss_history"].tolist()
                 self.versions = json.loads(str(out["versions"]))
-        expected = (matrix.shape[0], self.factors), (matrix.shape[1], self.factors)
+        expected = (
+            (matrix.shape[0], self.factors),
+            (matrix.shape[1], self.factors),
+        )
         if (self.user_table.shape, self.item_table.shape) != expected:
             raise RuntimeError(
                 f"The TFRS worker returned tables of shapes "
@@ -222,7 +229,12 @@ class TFRSMatrixFactorization:
         env["TF_USE_LEGACY_KERAS"] = "1"
         env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
         command = [
-            self.python, WORKER_PATH, "--input", in_path, "--output", out_path,
+            self.python,
+            WORKER_PATH,
+            "--input",
+            in_path,
+            "--output",
+            out_path,
         ]
         try:
             proc = subprocess.run(

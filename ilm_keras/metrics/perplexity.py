@@ -79,7 +79,9 @@ def log_perplexity(logits, labels, mask=None):
     total = ops.sum(ops.where(mask_t > 0, nll, 0.0))
     value = float(ops.convert_to_numpy(total)) / float(mask_np.sum())
     if not np.isfinite(value):
-        raise ValueError("Non-finite log-likelihood: the logits hold NaN or inf.")
+        raise ValueError(
+            "Non-finite log-likelihood: the logits hold NaN or inf."
+        )
     return value
 
 

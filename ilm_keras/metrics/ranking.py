@@ -82,7 +82,9 @@ def _ranks_from_array(ranked_items, targets, k, pad_id, ranks):
     top = ranked_items[:, :k] if k is not None else ranked_items
     if top.shape[1] > 1:
         ordered = np.sort(top, axis=1)
-        repeated = (ordered[:, 1:] == ordered[:, :-1]) & (ordered[:, 1:] != pad_id)
+        repeated = (ordered[:, 1:] == ordered[:, :-1]) & (
+            ordered[:, 1:] != pad_id
+        )
         if repeated.any():
             row = int(np.flatnonzero(repeated.any(axis=1))[0])
             item = ordered[row, 1:][repeated[row]][0]

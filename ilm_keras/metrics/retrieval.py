@@ -123,12 +123,17 @@ def evaluate_retrieval(
             f"`targets` has shape {targets.shape}; expected ({num_users},)."
         )
     if not np.issubdtype(targets.dtype, np.integer):
-        raise ValueError(f"`targets` must be item indices; got {targets.dtype}.")
+        raise ValueError(
+            f"`targets` must be item indices; got {targets.dtype}."
+        )
     if targets.min() < 0 or targets.max() >= num_items:
         raise ValueError(
             f"`targets` holds item indices outside 0..{num_items - 1}."
         )
-    for name, table in (("user_vectors", user_vectors), ("item_table", item_table)):
+    for name, table in (
+        ("user_vectors", user_vectors),
+        ("item_table", item_table),
+    ):
         if not np.isfinite(table).all():
             raise ValueError(f"`{name}` contains NaN or inf.")
     if exclude_history and histories is None:
@@ -161,8 +166,9 @@ def evaluate_retrieval(
         results[f"NDCG@{k}"] = float(gain.mean())
     results["num_users"] = int(num_users)
     if histories is not None:
-        results["targets_in_history"] = int(
-            sum(int(t in set(np.asarray(h).tolist())) for t, h in zip(targets, histories))
+        results["targets_in_history"] = sum(
+            int(target) in set(np.asarray(history).tolist())
+            for target, history in zip(targets, histories)
         )
     return results
 

@@ -4,7 +4,11 @@ import numpy as np
 
 
 def planted_clusters(
-    num_users=160, num_clusters=4, items_per_cluster=20, items_per_user=12, seed=0
+    num_users=160,
+    num_clusters=4,
+    items_per_cluster=20,
+    items_per_user=12,
+    seed=0,
 ):
     """Users of cluster c interact only with items of cluster c.
 

@@ -61,20 +61,24 @@ def test_interaction_matrix_errors():
         interaction_matrix(scipy.sparse.csr_matrix(np.eye(2)), num_items=3)
 
 
-def test_solve_exact_matches_naive_per_row_solve():
+@pytest.mark.parametrize("regularization", [0.3, 0.0])
+def test_solve_exact_matches_naive_per_row_solve(regularization):
+    # k = 3: rows with fewer than 3 items take the Woodbury (L x L) path when
+    # regularization > 0, longer rows (and regularization 0) the k x k path.
     rng = np.random.default_rng(1)
     fixed = rng.normal(size=(6, 3))
     matrix = interaction_matrix(TINY_SEQUENCES, num_items=6)
-    got = solve_exact(matrix, fixed, regularization=0.3, alpha=2.5)
-    want = naive_solve(TINY_COUNTS, fixed, 0.3, 2.5)
+    got = solve_exact(matrix, fixed, regularization, alpha=2.5)
+    want = naive_solve(TINY_COUNTS, fixed, regularization, 2.5)
     np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12)
     # The empty user's exact solution is the zero vector.
     np.testing.assert_array_equal(got[3], 0.0)
 
 
 def test_exact_fit_is_an_als_fixed_point_of_the_naive_solve():
-    model = IALS(factors=3, regularization=0.2, alpha=1.5, iterations=4,
-                 solver="exact")
+    model = IALS(
+        factors=3, regularization=0.2, alpha=1.5, iterations=4, solver="exact"
+    )
     users, items = model.fit(TINY_SEQUENCES, num_items=6)
     assert users.shape == (5, 3) and items.shape == (6, 3)
     assert users.dtype == np.float32 and items.dtype == np.float32
@@ -84,8 +88,14 @@ def test_exact_fit_is_an_als_fixed_point_of_the_naive_solve():
 
 
 def test_cg_with_enough_steps_equals_the_exact_solve():
-    model = IALS(factors=4, regularization=0.2, alpha=1.5, iterations=3,
-                 solver="cg", cg_steps=12)
+    model = IALS(
+        factors=4,
+        regularization=0.2,
+        alpha=1.5,
+        iterations=3,
+        solver="cg",
+        cg_steps=12,
+    )
     users, items = model.fit(TINY_SEQUENCES, num_items=6)
     want = naive_solve(TINY_COUNTS.T, users, 0.2, 1.5)
     np.testing.assert_allclose(items, want, rtol=1e-3, atol=1e-4)
@@ -93,13 +103,16 @@ def test_cg_with_enough_steps_equals_the_exact_solve():
 
 def test_exact_als_loss_never_increases():
     sequences, num_items, _ = planted_clusters(num_users=40, seed=3)
-    model = IALS(factors=4, regularization=0.1, alpha=2.0, iterations=6,
-                 solver="exact")
+    model = IALS(
+        factors=4, regularization=0.1, alpha=2.0, iterations=6, solver="exact"
+    )
     model.fit(sequences, num_items=num_items, compute_loss=True)
     losses = np.array(model.loss_history)
     assert len(losses) == 6
     assert np.all(np.diff(losses) <= 1e-6 * losses[:-1])
-    assert model.loss(sequences, num_items=num_items) == pytest.approx(losses[-1])
+    assert model.loss(sequences, num_items=num_items) == pytest.approx(
+        losses[-1]
+    )
 
 
 @pytest.mark.parametrize("solver", ["cg", "exact"])
@@ -107,8 +120,14 @@ def test_ials_recovers_planted_clusters_better_than_popularity(solver):
     sequences, num_items, _ = planted_clusters(seed=0)
     train = [s[:-1] for s in sequences]
     targets = np.array([s[-1] for s in sequences])
-    model = IALS(factors=8, regularization=0.1, alpha=2.0, iterations=10,
-                 solver=solver, seed=0)
+    model = IALS(
+        factors=8,
+        regularization=0.1,
+        alpha=2.0,
+        iterations=10,
+        solver=solver,
+        seed=0,
+    )
     model.fit(train, num_items=num_items)
     hr_ials = hr_at_10(model.fold_in(train), model.item_table, train, targets)
     counts = np.bincount(np.concatenate(train), minlength=num_items)
@@ -148,13 +167,27 @@ def test_fold_in_errors():
 
 def test_seeded_and_sparse_input_equivalent():
     sequences, num_items, _ = planted_clusters(num_users=24, seed=5)
-    a = IALS(factors=4, iterations=3, seed=7).fit(sequences, num_items=num_items)
+    a = IALS(factors=4, iterations=3, seed=7).fit(
+        sequences, num_items=num_items
+    )
     matrix = interaction_matrix(sequences, num_items=num_items)
     b = IALS(factors=4, iterations=3, seed=7).fit(matrix)
     c = IALS(factors=4, iterations=3, seed=8).fit(matrix)
     np.testing.assert_array_equal(a[0], b[0])
     np.testing.assert_array_equal(a[1], b[1])
     assert not np.allclose(a[1], c[1])
+
+
+def test_thread_pool_does_not_change_the_result():
+    sequences, num_items, _ = planted_clusters(num_users=40, seed=6)
+    one = IALS(factors=4, iterations=3, num_threads=1).fit(
+        sequences, num_items=num_items
+    )
+    three = IALS(factors=4, iterations=3, num_threads=3).fit(
+        sequences, num_items=num_items
+    )
+    np.testing.assert_array_equal(one[0], three[0])
+    np.testing.assert_array_equal(one[1], three[1])
 
 
 def test_hyperparameter_errors():
@@ -166,6 +199,8 @@ def test_hyperparameter_errors():
         IALS(alpha=float("nan"))
     with pytest.raises(ValueError, match="solver"):
         IALS(solver="lu")
+    with pytest.raises(ValueError, match="num_threads"):
+        IALS(num_threads=-1)
 
 
 def test_to_embeddings():

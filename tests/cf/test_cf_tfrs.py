@@ -35,7 +35,11 @@ def trained():
     targets = np.array([s[-1] for s in sequences])
     before = _keras_state()
     model = TFRSMatrixFactorization(
-        factors=8, epochs=15, batch_size=64, learning_rate=0.2, seed=3,
+        factors=8,
+        epochs=15,
+        batch_size=64,
+        learning_rate=0.2,
+        seed=3,
         timeout=300,
     )
     model.fit(train, num_items=num_items)
@@ -97,7 +101,10 @@ def test_worker_refuses_to_run_without_the_env_var(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "TF_USE_LEGACY_KERAS"}
     proc = subprocess.run(
         [sys.executable, WORKER_PATH, "--input", "x", "--output", "y"],
-        env=env, capture_output=True, text=True, check=False,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert proc.returncode == 2
     assert "TF_USE_LEGACY_KERAS=1" in proc.stderr

@@ -12,7 +12,9 @@ from ilm_keras.metrics import token_nll
 def test_uniform_logits_give_log_vocab():
     logits = np.zeros((2, 3, 7), np.float32)
     labels = np.array([[0, 6, 3], [1, 1, 2]])
-    assert log_perplexity(logits, labels) == pytest.approx(math.log(7), rel=1e-6)
+    assert log_perplexity(logits, labels) == pytest.approx(
+        math.log(7), rel=1e-6
+    )
 
 
 def test_hand_worked_with_mask():
@@ -24,12 +26,16 @@ def test_hand_worked_with_mask():
     want = (-math.log(0.5) - math.log(0.8)) / 2
     assert log_perplexity(logits, labels, mask) == pytest.approx(want, rel=1e-6)
     nll = keras.ops.convert_to_numpy(token_nll(logits[:, :2], labels[:, :2]))
-    np.testing.assert_allclose(nll, [[-math.log(0.5), -math.log(0.8)]], rtol=1e-6)
+    np.testing.assert_allclose(
+        nll, [[-math.log(0.5), -math.log(0.8)]], rtol=1e-6
+    )
 
 
 def test_large_logits_are_stable():
     logits = np.array([[[1000.0, 0.0]]], np.float32)
-    assert log_perplexity(logits, np.array([[0]])) == pytest.approx(0.0, abs=1e-6)
+    assert log_perplexity(logits, np.array([[0]])) == pytest.approx(
+        0.0, abs=1e-6
+    )
 
 
 def test_errors():

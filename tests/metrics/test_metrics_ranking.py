@@ -13,7 +13,9 @@ TARGETS = [1, 7, 9]
 
 def openp5_reference(ranked, targets, k):
     """OpenP5's rel-list formulas (sum over rows, then / number of users)."""
-    relevance = [[int(item == t) for item in row] for row, t in zip(ranked, targets)]
+    relevance = [
+        [int(item == t) for item in row] for row, t in zip(ranked, targets)
+    ]
     hits = sum(1.0 for row in relevance if sum(row[:k]) > 0)
     ndcg = sum(
         sum(rel / math.log(i + 2, 2) for i, rel in enumerate(row[:k]))
@@ -51,7 +53,9 @@ def test_matches_openp5_formulas(k):
     assert hit_rate_at_k(ranked, targets, k) == pytest.approx(hr)
     assert ndcg_at_k(ranked, targets, k) == pytest.approx(ndcg)
     # The list path (ragged input) agrees with the array path.
-    assert ndcg_at_k(ranked.tolist(), targets.tolist(), k) == pytest.approx(ndcg)
+    assert ndcg_at_k(ranked.tolist(), targets.tolist(), k) == pytest.approx(
+        ndcg
+    )
 
 
 def test_ragged_string_lists_and_pads_keep_their_position():

@@ -54,7 +54,12 @@ def test_excluding_history():
     kept = evaluate_retrieval(USERS, ITEMS, [0, 1], histories, ks=(1,))
     assert kept["HR@1"] == 0.0 and kept["targets_in_history"] == 0
     got = evaluate_retrieval(
-        USERS, ITEMS, [0, 1], histories, exclude_history=True, ks=(1,),
+        USERS,
+        ITEMS,
+        [0, 1],
+        histories,
+        exclude_history=True,
+        ks=(1,),
         batch_size=1,
     )
     assert got["HR@1"] == 1.0 and got["NDCG@1"] == 1.0

