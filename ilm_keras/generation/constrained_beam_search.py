@@ -70,9 +70,7 @@ def constrained_beam_search(
     alphabet_size = ops.shape(alphabet)[0]
     neg_inf = ops.convert_to_tensor(float("-inf"), "float32")
 
-    cache = keras.tree.map_structure(
-        lambda c: ops.repeat(c, num_beams, axis=0), cache
-    )
+    cache = keras.tree.map_structure(lambda c: ops.repeat(c, num_beams, axis=0), cache)
     beam_range = ops.arange(num_beams, dtype="int32")
     # Only beam 0 is live at the start; the others are -inf placeholders.
     score = ops.where(
@@ -84,17 +82,13 @@ def constrained_beam_search(
     last_token = ops.zeros((batch_size, num_beams), "int32")
     start = ops.min(prompt_lengths)
     stop = ops.max(prompt_lengths) + max_item_length
-    row_offsets = ops.expand_dims(
-        ops.arange(batch_size, dtype="int32") * num_beams, 1
-    )
+    row_offsets = ops.expand_dims(ops.arange(batch_size, dtype="int32") * num_beams, 1)
 
     def cond(index, cache, node, score, last_token):
         return index < stop
 
     def body(index, cache, node, score, last_token):
-        log_probs, cache = step_fn(
-            cache, index, ops.reshape(last_token, (-1,))
-        )
+        log_probs, cache = step_fn(cache, index, ops.reshape(last_token, (-1,)))
         log_probs = ops.cast(log_probs, "float32")
         token_log_probs = ops.reshape(
             ops.take(log_probs, alphabet, axis=1),
@@ -143,9 +137,7 @@ def constrained_beam_search(
         last_token = ops.where(active, new_token, last_token)
         parent = ops.where(active, parent, ops.expand_dims(beam_range, 0))
         rows = ops.reshape(row_offsets + parent, (-1,))
-        cache = keras.tree.map_structure(
-            lambda c: ops.take(c, rows, axis=0), cache
-        )
+        cache = keras.tree.map_structure(lambda c: ops.take(c, rows, axis=0), cache)
         return index + 1, cache, node, score, last_token
 
     _, _, node, score, _ = ops.while_loop(

@@ -76,8 +76,7 @@ class ItemTrie:
                 path.append(node)
             if leaf[node] >= 0:
                 raise ValueError(
-                    f"Items {name(leaf[node])} and {name(i)} have the same "
-                    f"tokens {s}."
+                    f"Items {name(leaf[node])} and {name(i)} have the same tokens {s}."
                 )
             if children[node]:
                 other = self._first_leaf_below(children, leaf, node)
@@ -90,17 +89,13 @@ class ItemTrie:
             leaf[node] = i
             paths.append(path)
         num_nodes = len(children)
-        self.transitions = np.full(
-            (num_nodes, len(self.alphabet)), -1, dtype="int32"
-        )
+        self.transitions = np.full((num_nodes, len(self.alphabet)), -1, dtype="int32")
         for node, kids in enumerate(children):
             for a, child in kids.items():
                 self.transitions[node, a] = child
         self.leaf_item = np.array(leaf, dtype="int32")
         self.max_length = max(len(s) for s in sequences)
-        self.item_paths = np.full(
-            (len(sequences), self.max_length), -1, dtype="int32"
-        )
+        self.item_paths = np.full((len(sequences), self.max_length), -1, dtype="int32")
         for i, p in enumerate(paths):
             self.item_paths[i, : len(p)] = p
         self.item_count = np.zeros(num_nodes, dtype="int32")
@@ -152,7 +147,5 @@ class ItemTrie:
             rows.append(np.full(path.shape, b))
             nodes.append(path)
         if rows:
-            np.add.at(
-                counts, (np.concatenate(rows), np.concatenate(nodes)), -1
-            )
+            np.add.at(counts, (np.concatenate(rows), np.concatenate(nodes)), -1)
         return counts > 0

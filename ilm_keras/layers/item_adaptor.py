@@ -31,9 +31,7 @@ class LinearAdaptor(keras.layers.Layer):
     ```
     """
 
-    def __init__(
-        self, output_dim, kernel_initializer="glorot_uniform", **kwargs
-    ):
+    def __init__(self, output_dim, kernel_initializer="glorot_uniform", **kwargs):
         super().__init__(**kwargs)
         self.output_dim = int(output_dim)
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
@@ -121,9 +119,7 @@ class MLPAdaptor(keras.layers.Layer):
     def call(self, inputs):
         x = self.output_projection(self.hidden(inputs))
         batch_shape = ops.shape(inputs)[:-1]
-        return ops.reshape(
-            x, tuple(batch_shape) + (self.num_tokens, self.output_dim)
-        )
+        return ops.reshape(x, tuple(batch_shape) + (self.num_tokens, self.output_dim))
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape[:-1]) + (self.num_tokens, self.output_dim)

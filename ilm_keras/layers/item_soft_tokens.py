@@ -3,8 +3,7 @@
 import keras
 from keras import ops
 
-from ilm_keras.layers.item_adaptor import LinearAdaptor
-from ilm_keras.layers.item_adaptor import MLPAdaptor
+from ilm_keras.layers.item_adaptor import LinearAdaptor, MLPAdaptor
 
 
 @keras.saving.register_keras_serializable(package="ilm_keras")
@@ -67,9 +66,7 @@ class ItemSoftTokens(keras.layers.Layer):
     ):
         super().__init__(**kwargs)
         if encoder not in ("qformer", "mlp"):
-            raise ValueError(
-                f"`encoder` must be 'qformer' or 'mlp', got {encoder!r}."
-            )
+            raise ValueError(f"`encoder` must be 'qformer' or 'mlp', got {encoder!r}.")
         self.encoder = encoder
         self.output_dim = int(output_dim)
         self.num_rows = int(num_rows)
@@ -136,13 +133,9 @@ class ItemSoftTokens(keras.layers.Layer):
         )
         slot = ops.cumsum(ops.cast(soft_mask, "int32"), axis=1) - 1
         slot = ops.clip(slot, 0, num_slots - 1)
-        slot = ops.broadcast_to(
-            ops.expand_dims(slot, -1), ops.shape(text_embeddings)
-        )
+        slot = ops.broadcast_to(ops.expand_dims(slot, -1), ops.shape(text_embeddings))
         gathered = ops.take_along_axis(soft, slot, axis=1)
-        return ops.where(
-            ops.expand_dims(soft_mask, -1), gathered, text_embeddings
-        )
+        return ops.where(ops.expand_dims(soft_mask, -1), gathered, text_embeddings)
 
     def compute_output_shape(self, text_shape, *args, **kwargs):
         return text_shape

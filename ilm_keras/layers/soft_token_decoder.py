@@ -115,9 +115,7 @@ class SoftTokenDecoder:
     def _add_positions(self, x, start_index=0):
         if self.family != "gpt2":
             return x
-        positions = self.backbone.position_embedding(
-            x, start_index=start_index
-        )
+        positions = self.backbone.position_embedding(x, start_index=start_index)
         x = self.backbone.embeddings_add((x, positions))
         return self.backbone.embeddings_dropout(x, training=False)
 
@@ -143,9 +141,7 @@ class SoftTokenDecoder:
                     training=False,
                 )
             else:
-                x = layer(
-                    x, decoder_padding_mask=padding_mask, training=False
-                )
+                x = layer(x, decoder_padding_mask=padding_mask, training=False)
         return self.backbone.layer_norm(x)
 
     def logits(self, hidden_states):
@@ -229,9 +225,7 @@ class SoftTokenDecoder:
     @staticmethod
     def gather_cache_rows(cache, rows):
         """Select (and reorder/repeat) batch rows of a cache: `cache[rows]`."""
-        return keras.tree.map_structure(
-            lambda c: ops.take(c, rows, axis=0), cache
-        )
+        return keras.tree.map_structure(lambda c: ops.take(c, rows, axis=0), cache)
 
 
 class FrozenDecoderLayer(keras.layers.Layer):

@@ -13,12 +13,9 @@ from ilm_keras.generation.constrained_beam_search import (
 )
 from ilm_keras.generation.item_trie import ItemTrie
 from ilm_keras.layers.item_soft_tokens import ItemSoftTokens
-from ilm_keras.layers.soft_token_decoder import FrozenDecoderLayer
-from ilm_keras.layers.soft_token_decoder import SoftTokenDecoder
+from ilm_keras.layers.soft_token_decoder import FrozenDecoderLayer, SoftTokenDecoder
 from ilm_keras.models.item_language_model_preprocessor import (
     ItemLanguageModelPreprocessor,
-)
-from ilm_keras.models.item_language_model_preprocessor import (
     _to_python_strings,
 )
 
@@ -28,13 +25,13 @@ ITEM_ENCODERS = ("ilm", "ilm_rand", "mlp", "none")
 def _check_table(table, name, cf_dim=None):
     """A float32 numpy CF table `[rows, dim]`, validated."""
     table = np.asarray(
-        keras.ops.convert_to_numpy(table) if not isinstance(table, np.ndarray)
+        keras.ops.convert_to_numpy(table)
+        if not isinstance(table, np.ndarray)
         else table
     )
     if table.ndim != 2:
         raise ValueError(
-            f"`{name}` must be a 2-D array [rows, cf_dim], got shape "
-            f"{table.shape}."
+            f"`{name}` must be a 2-D array [rows, cf_dim], got shape {table.shape}."
         )
     if not np.issubdtype(table.dtype, np.number):
         raise ValueError(f"`{name}` must be numeric, got dtype {table.dtype}.")
@@ -78,8 +75,15 @@ class ItemLanguageModel(keras_hub.models.CausalLM):
 
     The CF tables are non-trainable state of this model (one variable,
     `cf_table`, items then users), saved with it; `set_cf_tables` replaces
-    them. The LLM's dropout is always off. With no item or user mentioned,
-    the logits are exactly the LLM's own.
+    them. The LLM's dropout is always off (its blocks run inside a
+    `FrozenDecoderLayer`, which calls them with `training=False`). With no
+    item or user mentioned, the logits are exactly the LLM's own. A prompt
+    may end with a mention: its soft tokens are then the last prompt
+    positions and generation continues after them.
+
+    The backbone is shared, not copied: its variables appear once in the
+    model (and once in a saved `.keras` file), and several
+    `ItemLanguageModel`s (e.g. the four variants) can share one backbone.
 
     Generation: `generate()` (keras-hub's, with a KV cache; compile with a
     sampler, `"greedy"` by default) and `recommend()` (top-K catalogue items
@@ -96,7 +100,8 @@ class ItemLanguageModel(keras_hub.models.CausalLM):
             dict (`"ilm_rand"`). Unused otherwise.
         item_embeddings: float array `[num_items, cf_dim]`, the item CF table
             (row i = `preprocessor.item_ids[i]`). Required unless
-            `item_encoder="none"` (or when restoring from a config).
+            `item_encoder="none"` (which ignores the tables) or when
+            restoring from a config.
         user_embeddings: optional float array `[num_users, cf_dim]`; required
             when the preprocessor knows users.
         num_mlp_tokens: int, soft tokens per item for `"mlp"` (k).
@@ -144,18 +149,16 @@ class ItemLanguageModel(keras_hub.models.CausalLM):
     ):
         if item_encoder not in ITEM_ENCODERS:
             raise ValueError(
-                f"`item_encoder` must be one of {ITEM_ENCODERS}, got "
-                f"{item_encoder!r}."
+                f"`item_encoder` must be one of {ITEM_ENCODERS}, got {item_encoder!r}."
             )
         if preprocessor is not None and not isinstance(
             preprocessor, ItemLanguageModelPreprocessor
         ):
-            raise ValueError(
+            raise TypeError(
                 "`preprocessor` must be an ItemLanguageModelPreprocessor (or "
                 f"None), got {type(preprocessor).__name__}."
             )
         decoder = SoftTokenDecoder(backbone)
-        backbone.trainable = False
 
         # === Item encoder and CF tables ===
         item_soft_tokens = None
@@ -185,9 +188,7 @@ class ItemLanguageModel(keras_hub.models.CausalLM):
                 num_mlp_tokens=num_mlp_tokens,
                 mlp_hidden_multiplier=mlp_hidden_multiplier,
                 cf_table_initializer=(
-                    "zeros"
-                    if table is None
-                    else keras.initializers.Constant(table)
+                    "zeros" if table is None else keras.initializers.Constant(table)
                 ),
                 dtype=backbone.dtype_policy,
                 name="item_soft_tokens",
@@ -195,13 +196,16 @@ class ItemLanguageModel(keras_hub.models.CausalLM):
             num_soft_tokens = item_soft_tokens.num_soft_tokens
 
         limit = decoder.max_sequence_length
-        if preprocessor is not None and limit is not None:
-            if preprocessor.sequence_length > limit:
-                raise ValueError(
-                    "The preprocessor's sequence_length "
-                    f"({preprocessor.sequence_length}) exceeds the backbone's "
-                    f"limit (max_sequence_length={limit})."
-                )
+        if (
+            preprocessor is not None
+            and limit is not None
+            and preprocessor.sequence_length > limit
+        ):
+            raise ValueError(
+                "The preprocessor's sequence_length "
+                f"({preprocessor.sequence_length}) exceeds the backbone's "
+                f"limit (max_sequence_length={limit})."
+            )
         if preprocessor is not None:
             if preprocessor.num_soft_tokens is None:
                 preprocessor.num_soft_tokens = num_soft_tokens
@@ -213,6 +217,7 @@ class ItemLanguageModel(keras_hub.models.CausalLM):
                 )
 
         # === Layers ===
+        backbone.trainable = False  # Frozen in place (shared, not copied).
         self.backbone = backbone
         self.preprocessor = preprocessor
         self.item_soft_tokens = item_soft_tokens
@@ -221,9 +226,7 @@ class ItemLanguageModel(keras_hub.models.CausalLM):
         # The backbone's own layers, re-composed (see SoftTokenDecoder); they
         # are shared with the backbone, not copied.
         inputs = {
-            "token_ids": keras.Input(
-                shape=(None,), dtype="int32", name="token_ids"
-            ),
+            "token_ids": keras.Input(shape=(None,), dtype="int32", name="token_ids"),
             "padding_mask": keras.Input(
                 shape=(None,), dtype="int32", name="padding_mask"
             ),
@@ -236,9 +239,7 @@ class ItemLanguageModel(keras_hub.models.CausalLM):
             inputs["entity_ids"] = keras.Input(
                 shape=(None,), dtype="int32", name="entity_ids"
             )
-            x = item_soft_tokens(
-                x, inputs["soft_token_mask"], inputs["entity_ids"]
-            )
+            x = item_soft_tokens(x, inputs["soft_token_mask"], inputs["entity_ids"])
         hidden = FrozenDecoderLayer(
             decoder, dtype=backbone.dtype_policy, name="frozen_decoder"
         )(x, inputs["padding_mask"])
@@ -288,7 +289,7 @@ class ItemLanguageModel(keras_hub.models.CausalLM):
 
         if item_encoder == "ilm":
             if not isinstance(qformer, QFormer):
-                raise ValueError(
+                raise TypeError(
                     "`item_encoder='ilm'` needs a pretrained `QFormer` "
                     f"instance as `qformer`, got {type(qformer).__name__}. "
                     "For a randomly initialized Q-Former use "
@@ -300,7 +301,7 @@ class ItemLanguageModel(keras_hub.models.CausalLM):
         elif isinstance(qformer, dict):
             config = qformer.get("config", qformer)
         else:
-            raise ValueError(
+            raise TypeError(
                 "`item_encoder='ilm_rand'` needs `qformer` as a QFormer "
                 f"config dict (or a QFormer), got {type(qformer).__name__}."
             )
@@ -362,9 +363,7 @@ class ItemLanguageModel(keras_hub.models.CausalLM):
                 the model has users.
         """
         if self.cf_table is None:
-            raise ValueError(
-                "This model (`item_encoder='none'`) has no CF tables."
-            )
+            raise ValueError("This model (`item_encoder='none'`) has no CF tables.")
         items = _check_table(item_embeddings, "item_embeddings", self.cf_dim)
         if items.shape[0] != self.num_items:
             raise ValueError(
@@ -374,8 +373,7 @@ class ItemLanguageModel(keras_hub.models.CausalLM):
         if self.num_users:
             if user_embeddings is None:
                 raise ValueError(
-                    f"The model has {self.num_users} users: pass "
-                    "`user_embeddings`."
+                    f"The model has {self.num_users} users: pass `user_embeddings`."
                 )
             users = _check_table(user_embeddings, "user_embeddings", self.cf_dim)
             if users.shape[0] != self.num_users:
@@ -506,18 +504,16 @@ class ItemLanguageModel(keras_hub.models.CausalLM):
         """
         if self.preprocessor is None:
             raise ValueError("`recommend()` needs a preprocessor.")
-        trie = self._tries.get(response_prefix)
+        key = (id(self.preprocessor), response_prefix)
+        trie = self._tries.get(key)
         if trie is None:
             prep = self.preprocessor
-            names = [
-                response_prefix + prep.item_name(i)
-                for i in range(prep.num_items)
-            ]
+            names = [response_prefix + prep.item_name(i) for i in range(prep.num_items)]
             sequences = prep._tokenize(names)
             if prep.add_end_token:
                 sequences = [s + [prep.end_token_id] for s in sequences]
             trie = ItemTrie(sequences, names=names)
-            self._tries[response_prefix] = trie
+            self._tries[key] = trie
         return trie
 
     def _recommend_function(self, num_beams, max_item_length):
@@ -537,11 +533,10 @@ class ItemLanguageModel(keras_hub.models.CausalLM):
             _, cache = decoder.call_with_cache(embeddings, cache, 0)
             # Pad to the cache length so that positions past the prompt
             # width read "not in prompt" (slices must stay in bounds).
-            embeddings = ops.pad(
-                embeddings, [[0, 0], [0, max_item_length], [0, 0]]
-            )
+            embeddings = ops.pad(embeddings, [[0, 0], [0, max_item_length], [0, 0]])
             padding_mask = ops.pad(
-                padding_mask, [[0, 0], [0, max_item_length]],
+                padding_mask,
+                [[0, 0], [0, max_item_length]],
                 constant_values=False,
             )
             beam_embeddings = ops.repeat(embeddings, num_beams, axis=0)
@@ -549,9 +544,7 @@ class ItemLanguageModel(keras_hub.models.CausalLM):
 
             def step_fn(cache, index, tokens):
                 pos = index - 1
-                x = self._next_embeddings(
-                    beam_embeddings, beam_mask, tokens, pos
-                )
+                x = self._next_embeddings(beam_embeddings, beam_mask, tokens, pos)
                 hidden, cache = decoder.call_with_cache(x, cache, pos)
                 logits = ops.cast(decoder.logits(hidden)[:, 0, :], "float32")
                 return ops.log_softmax(logits, axis=-1), cache
@@ -639,8 +632,10 @@ class ItemLanguageModel(keras_hub.models.CausalLM):
                 f"Need 1 <= k <= num_beams, got k={k}, num_beams={num_beams}."
             )
         trie = self.item_trie(response_prefix)
-        if single and exclude is not None and (
-            len(exclude) == 0 or not isinstance(exclude[0], (list, tuple))
+        if (
+            single
+            and exclude is not None
+            and (len(exclude) == 0 or not isinstance(exclude[0], (list, tuple)))
         ):
             exclude = [exclude]
         excluded = self._exclusions(exclude, len(prompts))
@@ -674,9 +669,7 @@ class ItemLanguageModel(keras_hub.models.CausalLM):
             idx = order[start : start + chunk]
             real = len(idx)
             idx = np.concatenate([idx, np.repeat(idx[:1], chunk - real)])
-            width = int(
-                math.ceil(lengths[idx].max() / length_bucket) * length_bucket
-            )
+            width = int(math.ceil(lengths[idx].max() / length_bucket) * length_bucket)
             if model_limit and width + trie.max_length > model_limit:
                 raise ValueError(
                     f"Prompts of up to {lengths[idx].max()} tokens (padded to "

@@ -1,6 +1,7 @@
 """Text with `item_<id>` / `user_<id>` mentions -> ILM model inputs."""
 
 import re
+from itertools import pairwise
 
 import keras
 import keras_hub
@@ -26,9 +27,7 @@ def _to_python_strings(x, name):
         if isinstance(s, bytes):
             s = s.decode("utf-8")
         if not isinstance(s, str):
-            raise ValueError(
-                f"`{name}[{i}]` must be a string, got {type(s).__name__}."
-            )
+            raise TypeError(f"`{name}[{i}]` must be a string, got {type(s).__name__}.")
         out.append(s)
     return out
 
@@ -84,7 +83,8 @@ class ItemLanguageModelPreprocessor(keras_hub.models.Preprocessor):
             `ItemLanguageModel` from its item encoder when None.
         item_prefix: string before item ids in text. Defaults to `"item_"`.
         user_prefix: string before user ids in text. Defaults to `"user_"`.
-        add_start_token: bool. Prepend the tokenizer's start token.
+        add_start_token: bool. Prepend the tokenizer's start token (none is
+            added when the tokenizer has no start token).
         add_end_token: bool. Append the tokenizer's end token to responses.
         **kwargs: standard `keras.layers.Layer` arguments.
 
@@ -134,9 +134,7 @@ class ItemLanguageModelPreprocessor(keras_hub.models.Preprocessor):
         self.user_prefix = user_prefix
         self.sequence_length = int(sequence_length)
         self.max_mentions = int(max_mentions)
-        self.num_soft_tokens = (
-            None if num_soft_tokens is None else int(num_soft_tokens)
-        )
+        self.num_soft_tokens = None if num_soft_tokens is None else int(num_soft_tokens)
         self.add_start_token = add_start_token
         self.add_end_token = add_end_token
         self._entity_rows = {}
@@ -150,9 +148,7 @@ class ItemLanguageModelPreprocessor(keras_hub.models.Preprocessor):
         )
         # A mention is a prefix plus an alphanumeric id, not glued to a
         # preceding word character ("xitem_1" is not a mention).
-        self._mention_re = re.compile(
-            rf"(?<![A-Za-z0-9_])(?:{prefixes})[A-Za-z0-9]+"
-        )
+        self._mention_re = re.compile(rf"(?<![A-Za-z0-9_])(?:{prefixes})[A-Za-z0-9]+")
 
     @staticmethod
     def _check_ids(ids, name):
@@ -160,8 +156,7 @@ class ItemLanguageModelPreprocessor(keras_hub.models.Preprocessor):
         for i in ids:
             if not _ID_PATTERN.match(i):
                 raise ValueError(
-                    f"`{name}` must be alphanumeric ids ([A-Za-z0-9]+); got "
-                    f"{i!r}."
+                    f"`{name}` must be alphanumeric ids ([A-Za-z0-9]+); got {i!r}."
                 )
         if len(set(ids)) != len(ids):
             seen, dups = set(), []
@@ -236,11 +231,7 @@ class ItemLanguageModelPreprocessor(keras_hub.models.Preprocessor):
                 name = match.group(0)
                 row = self._entity_rows.get(name)
                 if row is None:
-                    kind = (
-                        "item"
-                        if name.startswith(self.item_prefix)
-                        else "user"
-                    )
+                    kind = "item" if name.startswith(self.item_prefix) else "user"
                     raise ValueError(
                         f"Prompt {i} mentions unknown {kind} `{name}` (not in "
                         f"`{kind}_ids`). Prompt: {prompt!r}"
@@ -259,9 +250,7 @@ class ItemLanguageModelPreprocessor(keras_hub.models.Preprocessor):
                         f"{prompt!r}"
                     )
                 bounds = [0] + cuts + [len(prompt)]
-                pieces.append(
-                    [prompt[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
-                )
+                pieces.append([prompt[a:b] for a, b in pairwise(bounds)])
             mentions.append(rows)
         return pieces, mentions
 
@@ -277,11 +266,8 @@ class ItemLanguageModelPreprocessor(keras_hub.models.Preprocessor):
         flat = [p for row in pieces for p in row]
         tokens = self._tokenize(flat)
         n = self.num_soft_tokens
+        # A tokenizer without a start token (e.g. SmolLM2's) gets none.
         start = self.start_token_id if self.add_start_token else None
-        if self.add_start_token and start is None:
-            raise ValueError(
-                "`add_start_token=True` but the tokenizer has no start token."
-            )
         layouts, k = [], 0
         for row_pieces in pieces:
             ids = [] if start is None else [start]
@@ -315,14 +301,11 @@ class ItemLanguageModelPreprocessor(keras_hub.models.Preprocessor):
         layouts, mentions = self._layout_prompts(prompts)
         end = self.end_token_id if self.add_end_token else None
         if self.add_end_token and end is None:
-            raise ValueError(
-                "`add_end_token=True` but the tokenizer has no end token."
-            )
+            raise ValueError("`add_end_token=True` but the tokenizer has no end token.")
         if responses is not None:
             if len(responses) != len(prompts):
                 raise ValueError(
-                    f"Got {len(prompts)} prompts but {len(responses)} "
-                    "responses."
+                    f"Got {len(prompts)} prompts but {len(responses)} responses."
                 )
             response_tokens = self._tokenize(responses)
         ids_rows, soft_rows, weight_rows = [], [], []
@@ -369,9 +352,7 @@ class ItemLanguageModelPreprocessor(keras_hub.models.Preprocessor):
                     "`max_length`/`sequence_length` or shorten the prompt."
                 )
             if not ids:
-                raise ValueError(
-                    f"Prompt {i} is empty (and there is no start token)."
-                )
+                raise ValueError(f"Prompt {i} is empty (and there is no start token).")
         x = {
             "token_ids": self._pad(
                 [ids for ids, _ in layouts],
@@ -433,9 +414,7 @@ class ItemLanguageModelPreprocessor(keras_hub.models.Preprocessor):
         prompts = tf.convert_to_tensor(prompts)
         scalar = prompts.shape.rank == 0
         has_responses = responses is not None
-        responses = (
-            tf.convert_to_tensor(responses) if has_responses else prompts
-        )
+        responses = tf.convert_to_tensor(responses) if has_responses else prompts
 
         keys = ["token_ids", "padding_mask"]
         dtypes = [tf.int32, tf.bool]
@@ -488,11 +467,14 @@ class ItemLanguageModelPreprocessor(keras_hub.models.Preprocessor):
             soft = keras.ops.convert_to_numpy(x["soft_token_mask"]).astype(bool)
             keep &= ~soft
         special = set(getattr(self.tokenizer, "special_token_ids", []) or [])
-        rows = []
-        for ids, k in zip(token_ids, keep):
-            rows.append([int(t) for t, kk in zip(ids, k) if kk and t not in special])
-        out = [self.tokenizer.detokenize([r])[0] if r else "" for r in rows]
-        out = [s.decode("utf-8") if isinstance(s, bytes) else str(s) for s in out]
+        rows = [
+            [int(t) for t, k in zip(ids, kk) if k and int(t) not in special]
+            for ids, kk in zip(token_ids, keep)
+        ]
+        out = []
+        for row in rows:
+            text = self.tokenizer.detokenize([row])[0] if row else ""
+            out.append(text.decode("utf-8") if isinstance(text, bytes) else str(text))
         return out
 
     def get_config(self):

@@ -1,0 +1,166 @@
+"""Tests for ItemLanguageModelPreprocessor (mentions -> soft-token slots)."""
+
+import keras
+import keras_hub
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from ilm_keras.models.item_language_model_preprocessor import (
+    ItemLanguageModelPreprocessor,
+)
+
+ITEM_IDS = ["7", "42", "1001"]
+USER_IDS = ["1", "2"]
+
+
+def make_tokenizer():
+    vocab = {"<|endoftext|>": 0}
+    for c in [chr(c) for c in range(33, 127)] + ["Ġ"]:
+        vocab[c] = len(vocab)
+    merges = []
+    for word in ["item", "Ġitem", "user", "Ġuser", "Ġnext"]:
+        current = word[0]
+        for ch in word[1:]:
+            merges.append(f"{current} {ch}")
+            current += ch
+            vocab.setdefault(current, len(vocab))
+    return keras_hub.models.GPT2Tokenizer(vocabulary=vocab, merges=merges)
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return make_tokenizer()
+
+
+def make_preprocessor(tokenizer, n=2, **kwargs):
+    kwargs.setdefault("sequence_length", 40)
+    kwargs.setdefault("max_mentions", 3)
+    return ItemLanguageModelPreprocessor(
+        tokenizer, ITEM_IDS, USER_IDS, num_soft_tokens=n, **kwargs
+    )
+
+
+def test_soft_slots_follow_each_mention(tokenizer):
+    prep = make_preprocessor(tokenizer)
+    x = prep.generate_preprocess(["user_2 liked item_1001 , item_7 next"])
+    ids = x["token_ids"][0].tolist()
+    soft = x["soft_token_mask"][0].tolist()
+    start = tokenizer.start_token_id
+    pieces = ["user_2", " liked item_1001", " , item_7", " next"]
+    expected_ids, expected_soft = [start], [False]
+    for i, piece in enumerate(pieces):
+        toks = list(tokenizer(piece))
+        expected_ids += toks
+        expected_soft += [False] * len(toks)
+        if i < 3:
+            expected_ids += [prep.pad_token_id] * 2
+            expected_soft += [True, True]
+    n = len(expected_ids)
+    assert ids[:n] == expected_ids and soft[:n] == expected_soft
+    assert x["padding_mask"][0].sum() == n and not any(soft[n:])
+    # Users come after items in the CF table.
+    assert x["entity_ids"][0].tolist() == [3 + 1, 2, 0]
+
+
+def test_prompt_without_mentions_is_tokenized_whole(tokenizer):
+    prep = make_preprocessor(tokenizer)
+    text = "hello, next thing"
+    x = prep.generate_preprocess([text])
+    toks = [tokenizer.start_token_id] + list(tokenizer(text))
+    assert x["token_ids"][0, : len(toks)].tolist() == toks
+    assert x["entity_ids"][0].tolist() == [-1, -1, -1]
+    # The text-only variant (no soft tokens) tokenizes mentions whole too.
+    none = make_preprocessor(tokenizer, n=0)
+    text = "user_1 liked item_42"
+    x = none.generate_preprocess([text])
+    assert set(x) == {"token_ids", "padding_mask"}
+    toks = [tokenizer.start_token_id] + list(tokenizer(text))
+    assert x["token_ids"][0, : len(toks)].tolist() == toks
+
+
+def test_mention_boundaries(tokenizer):
+    prep = make_preprocessor(tokenizer)
+    x = prep.generate_preprocess(["xitem_7 (item_7), user_1."])
+    # "xitem_7" is not a mention; "item_7" in brackets and "user_1." are.
+    assert x["entity_ids"][0].tolist() == [0, 3, -1]
+
+
+def test_labels_and_weights_cover_the_response_only(tokenizer):
+    prep = make_preprocessor(tokenizer)
+    x, y, sw = prep({"prompts": ["user_1 liked item_7"], "responses": ["item_42"]})
+    ids = x["token_ids"][0]
+    mask = x["padding_mask"][0]
+    response = list(tokenizer("item_42")) + [tokenizer.end_token_id]
+    n = int(mask.sum())  # the unshifted length (it fits: no token cut)
+    # y is the next token; weights mark exactly the response (+ end token).
+    assert y[0, n - 1 - len(response) : n - 1].tolist() == response
+    assert sw[0].sum() == len(response)
+    assert sw[0, n - 1 - len(response) : n - 1].tolist() == [1.0] * len(response)
+    np.testing.assert_array_equal(y[0, : n - 2], ids[1 : n - 1])
+    # Plain strings: every real text token is a target, soft slots never.
+    x, y, sw = prep(["user_1 liked item_7"])
+    soft_next = x["soft_token_mask"][0, 1:]
+    assert sw[0, :-1][soft_next].sum() == 0
+    # Targets: every position but the first (start) and the 2x2 soft slots.
+    assert sw[0].sum() == x["padding_mask"][0].sum() - 1 - 4
+
+
+def test_tf_data_path_matches_eager(tokenizer):
+    prep = make_preprocessor(tokenizer)
+    data = {
+        "prompts": ["user_1 liked item_7", "item_1001 next"],
+        "responses": ["item_42", "item_7"],
+    }
+    eager = prep(data)
+    ds = tf.data.Dataset.from_tensor_slices(data).batch(2).map(prep)
+    graph = next(iter(ds))
+    for a, b in zip(keras.tree.flatten(eager), keras.tree.flatten(graph)):
+        np.testing.assert_array_equal(a, b.numpy())
+    assert graph[0]["token_ids"].shape == (2, 40)
+
+
+def test_errors(tokenizer):
+    prep = make_preprocessor(tokenizer)
+    with pytest.raises(ValueError, match="Prompt 1 mentions unknown item `item_5`"):
+        prep.generate_preprocess(["item_7", "a item_5 b"])
+    with pytest.raises(ValueError, match="unknown user `user_3`"):
+        prep.generate_preprocess(["user_3"])
+    with pytest.raises(ValueError, match="mentions 4 items/users but"):
+        prep.generate_preprocess(["item_7 item_7 item_7 item_42"])
+    with pytest.raises(ValueError, match=r"Example 0 has \d+ tokens"):
+        prep({"prompts": ["item_7 " + "next " * 40], "responses": ["x"]})
+    with pytest.raises(ValueError, match="no room left to generate"):
+        prep.generate_preprocess(["next " * 39])
+    with pytest.raises(ValueError, match="computes `y`"):
+        prep(["a"], y=np.zeros((1, 40)))
+    with pytest.raises(ValueError, match="2 prompts but 1 responses"):
+        prep({"prompts": ["a", "b"], "responses": ["c"]})
+    with pytest.raises(ValueError, match="duplicate ids"):
+        ItemLanguageModelPreprocessor(tokenizer, ["1", "2", "1"])
+    with pytest.raises(ValueError, match="alphanumeric"):
+        ItemLanguageModelPreprocessor(tokenizer, ["a-1"])
+    with pytest.raises(ValueError, match="`num_soft_tokens` is not set"):
+        ItemLanguageModelPreprocessor(tokenizer, ITEM_IDS).generate_preprocess(["x"])
+
+
+def test_config_round_trip(tokenizer):
+    prep = make_preprocessor(tokenizer, item_prefix="movie_")
+    config = prep.get_config()
+    # The tokenizer's vocabulary travels as assets (tested with the model's
+    # `.keras` round trip); here re-attach the tokenizer.
+    config["tokenizer"] = tokenizer
+    restored = ItemLanguageModelPreprocessor.from_config(config)
+    text = ["user_1 liked movie_1001 and item_7"]
+    a = prep.generate_preprocess(text)
+    b = restored.generate_preprocess(text)
+    for key in a:
+        np.testing.assert_array_equal(a[key], b[key])
+    assert a["entity_ids"][0].tolist() == [3, 2, -1]
+    assert restored.item_index("movie_42") == 1 == restored.item_index(42)
+
+
+def test_generate_postprocess_drops_soft_tokens(tokenizer):
+    prep = make_preprocessor(tokenizer)
+    x = prep.generate_preprocess(["user_1 liked item_7"])
+    assert prep.generate_postprocess(x) == ["user_1 liked item_7"]
