@@ -22,8 +22,9 @@ def detect_format(path):
     return detect_movielens_format(path)
 
 
-def stats(path, core=5, out=sys.stdout):
+def stats(path, core=5, out=None):
     """Loads `path` and prints its format, size and dropped-row counts."""
+    out = sys.stdout if out is None else out
     kind = detect_format(path)
     if kind is None:
         raise ValueError(
