@@ -148,3 +148,122 @@ def constrained_beam_search(
     items = ops.where(valid, items, -1)
     score = ops.where(valid, score, neg_inf)
     return items, score
+
+
+def _expand(log_probs, node, score, transitions, alphabet, leaf_item, alive, width):
+    """One beam step: the best `width` of all trie-valid extensions.
+
+    `log_probs` float32 `[B, w, V]`, `node`/`score` `[B, w]`. A finished beam
+    (at a leaf) competes with its own score. Returns `(node, score, token,
+    parent)`, each `[B, width]`.
+    """
+    batch_size, beams = ops.shape(node)[0], ops.shape(node)[1]
+    alphabet_size = ops.shape(alphabet)[0]
+    neg_inf = ops.convert_to_tensor(float("-inf"), "float32")
+    token_log_probs = ops.take(log_probs, alphabet, axis=2)  # [B, w, A]
+    children = ops.take(transitions, node, axis=0)  # [B, w, A]
+    flat_children = ops.reshape(ops.maximum(children, 0), (batch_size, -1))
+    child_alive = ops.reshape(
+        ops.take_along_axis(alive, flat_children, axis=1),
+        (batch_size, beams, alphabet_size),
+    )
+    finished = ops.take(leaf_item, node, axis=0) >= 0
+    can_extend = ops.logical_and(
+        ops.logical_and(children >= 0, child_alive),
+        ops.logical_not(ops.expand_dims(finished, -1)),
+    )
+    extend = ops.where(
+        can_extend, ops.expand_dims(score, -1) + token_log_probs, neg_inf
+    )
+    stay = ops.expand_dims(ops.where(finished, score, neg_inf), -1)
+    candidates = ops.reshape(ops.concatenate([extend, stay], axis=-1), (batch_size, -1))
+    new_score, flat_index = ops.top_k(candidates, k=width)
+    flat_index = ops.cast(flat_index, "int32")
+    parent = flat_index // (alphabet_size + 1)
+    choice = flat_index % (alphabet_size + 1)
+    stays = choice == alphabet_size
+    choice = ops.minimum(choice, alphabet_size - 1)
+    child = ops.take_along_axis(flat_children, parent * alphabet_size + choice, axis=1)
+    new_node = ops.where(stays, ops.take_along_axis(node, parent, axis=1), child)
+    new_token = ops.where(stays, 0, ops.take(alphabet, choice, axis=0))
+    return new_node, new_score, new_token, parent
+
+
+def shared_prompt_beam_search(
+    first_log_probs,
+    step_fn,
+    transitions,
+    alphabet,
+    leaf_item,
+    alive,
+    widths,
+    num_beams,
+):
+    """`constrained_beam_search` with a shared prompt cache and exact widths.
+
+    The same search (same candidates, same scores, same result), organised
+    for speed:
+
+    - the first expansion reads the log-probabilities the prompt pass already
+      computed at each prompt's last position (`first_log_probs`), so no
+      prompt position is ever fed again, whatever the prompts' lengths;
+    - the loop over the (few) item positions is unrolled at trace time, and
+      step `t` carries exactly `widths[t]` beams: no more than the trie has
+      candidates at that depth (e.g. 1 beam while every item string shares
+      its first tokens), instead of `num_beams` placeholders;
+    - `step_fn` decodes all beams of a prompt against one copy of the
+      prompt cache (see `SoftTokenDecoder.beam_decode_step`): only the
+      beams' own generated keys/values are reordered each step.
+
+    Args:
+        first_log_probs: float32 `[batch, vocab]`, log-probabilities of the
+            first item token (the prompt pass's last position).
+        step_fn: `step_fn(t, tokens, parent, state) -> (log_probs, state)`:
+            reorder the beam state by `parent` int32 `[batch, w]` (indices
+            into the previous step's beams; `state` is None at `t == 0`), feed
+            `tokens` int32 `[batch, w]` (the item's `t + 1`-th token, at
+            position `prompt_length + t`) and return float32 `[batch, w,
+            vocab]` log-probabilities of the next token.
+        transitions, alphabet, leaf_item, alive: the trie tables as in
+            `constrained_beam_search`.
+        widths: list of `max_item_length + 1` static ints, `widths[t]` the
+            beams alive after `t` tokens (`ItemTrie.beam_widths`).
+        num_beams: int, the beam width of the result.
+
+    Returns:
+        `(items, scores)` as `constrained_beam_search`.
+    """
+    transitions = ops.cast(transitions, "int32")
+    alphabet = ops.cast(alphabet, "int32")
+    leaf_item = ops.cast(leaf_item, "int32")
+    alive = ops.cast(alive, "bool")
+    log_probs = ops.expand_dims(ops.cast(first_log_probs, "float32"), 1)
+    batch_size = ops.shape(log_probs)[0]
+    node = ops.zeros((batch_size, 1), "int32")
+    score = ops.zeros((batch_size, 1), "float32")
+    state = None
+    steps = len(widths) - 1
+    for t in range(steps):
+        node, score, token, parent = _expand(
+            log_probs,
+            node,
+            score,
+            transitions,
+            alphabet,
+            leaf_item,
+            alive,
+            int(widths[t + 1]),
+        )
+        if t + 1 < steps:
+            log_probs, state = step_fn(t, token, parent, state)
+            log_probs = ops.cast(log_probs, "float32")
+    neg_inf = float("-inf")
+    items = ops.take(leaf_item, node, axis=0)
+    valid = ops.logical_and(items >= 0, score > neg_inf)
+    items = ops.where(valid, items, -1)
+    score = ops.where(valid, score, neg_inf)
+    missing = num_beams - int(widths[-1])
+    if missing > 0:
+        items = ops.pad(items, [[0, 0], [0, missing]], constant_values=-1)
+        score = ops.pad(score, [[0, 0], [0, missing]], constant_values=neg_inf)
+    return items, score

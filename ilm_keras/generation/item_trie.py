@@ -118,6 +118,28 @@ class ItemTrie:
     def num_nodes(self):
         return self.transitions.shape[0]
 
+    def beam_widths(self, num_beams):
+        """The most beams a search of width `num_beams` can fill, per depth.
+
+        After `t` tokens a beam is either at a node of depth `t` or a
+        finished item (a leaf) of smaller depth, so no more than
+        `min(num_beams, nodes at depth t + leaves above depth t)` beams can
+        hold a candidate; a search carrying exactly that many keeps the same
+        beams as one carrying `num_beams` (the rest would be -inf
+        placeholders).
+
+        Returns:
+            list of `max_length + 1` ints; `widths[0] == 1` (the root).
+        """
+        depth = np.zeros(self.num_nodes, dtype="int64")
+        valid = self.item_paths >= 0
+        depth[self.item_paths[valid]] = np.nonzero(valid)[1] + 1
+        nodes = np.bincount(depth, minlength=self.max_length + 1)
+        leaves = np.bincount(depth[self.leaf_item >= 0], minlength=self.max_length + 1)
+        finished_before = np.concatenate([[0], np.cumsum(leaves)[:-1]])
+        widths = np.minimum(int(num_beams), nodes + finished_before)
+        return [int(w) for w in widths]
+
     def alive_mask(self, excluded):
         """Which nodes still lead to a non-excluded item, per prompt.
 

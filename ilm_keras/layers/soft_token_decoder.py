@@ -222,6 +222,189 @@ class SoftTokenDecoder:
             cache = ops.stack(caches, axis=1)
         return self.backbone.layer_norm(x), cache
 
+    # ------------------------------------------------------------------
+    # Beam decoding over a shared prompt cache (Llama blocks).
+    # ------------------------------------------------------------------
+    @property
+    def supports_shared_prompt_decoding(self):
+        """Whether `beam_decode_step` can run this backbone.
+
+        True for `LlamaBackbone` / `Llama3Backbone` (blocks of exactly
+        `LlamaTransformerDecoder`, full causal attention). Other families
+        decode with a per-beam cache (`call_with_cache`).
+        """
+        from keras_hub.src.models.llama.llama_decoder import (
+            LlamaTransformerDecoder,
+        )
+
+        return self.family == "llama" and all(
+            type(layer) is LlamaTransformerDecoder
+            for layer in self.backbone.transformer_layers
+        )
+
+    def prompt_pass(self, embeddings, lengths):
+        """The prompt pass for `beam_decode_step`: cache and last hidden state.
+
+        Runs the blocks over the right-padded prompts with keras-hub's cached
+        call, except the last block, of which only the keys and values are
+        needed at every position: its attention output and feed-forward run
+        at each prompt's last position only (a quarter of a 4-layer
+        decoder's prompt compute).
+
+        Args:
+            embeddings: float `[B, P, H]`, right-padded prompt embeddings.
+            lengths: int `[B]`, real prompt lengths (>= 1).
+
+        Returns:
+            `(hidden [B, 1, H]` after the final norm at position
+            `lengths - 1`, `prompt_cache [B, num_layers, 2, P, kv_heads,
+            head_dim])`.
+        """
+        batch_size, width = ops.shape(embeddings)[0], ops.shape(embeddings)[1]
+        layers = self.backbone.transformer_layers
+        cache = self.init_cache(batch_size, width)
+        x = embeddings
+        caches = []
+        for i, layer in enumerate(layers[:-1]):
+            x, layer_cache = layer(
+                x,
+                self_attention_cache=cache[:, i, ...],
+                self_attention_cache_update_index=0,
+                training=False,
+            )
+            caches.append(layer_cache)
+        layer = layers[-1]
+        attention = layer._self_attention_layer
+        h = layer._self_attention_layernorm(x)
+        key = attention.rotary_embedding_layer(attention._key_dense(h), start_index=0)
+        value = attention._value_dense(h)
+        caches.append(ops.stack([key, value], axis=1))
+        prompt_cache = ops.stack(caches, axis=1)
+        last = ops.take_along_axis(x, ops.reshape(lengths - 1, (-1, 1, 1)), axis=1)
+        prompt_mask = ops.expand_dims(ops.arange(width), 0) < ops.expand_dims(
+            lengths, 1
+        )
+        rope_positions = ops.cast(ops.reshape(lengths - 1, (-1, 1)), "float32")
+        x, _ = self._beam_decode_layer(
+            layer,
+            last,
+            rope_positions,
+            key,
+            value,
+            prompt_mask,
+            None,
+            append=False,
+        )
+        return self.backbone.layer_norm(x), prompt_cache
+
+    def _beam_decode_layer(
+        self,
+        layer,
+        x,
+        rope_positions,
+        prompt_key,
+        prompt_value,
+        prompt_mask,
+        beam_kv,
+        append=True,
+    ):
+        """One `LlamaTransformerDecoder` block for `[B, W, H]` beam tokens.
+
+        Attends to the shared prompt keys/values `[B, P, kv, d]` (masked by
+        `prompt_mask`) and, if `append`, to the beams' own keys/values
+        (`beam_kv`, `[B, W, t, kv, d]` or None) with this token's appended.
+        Returns `(x, (key, value))`.
+        """
+        attention = layer._self_attention_layer
+        batch_size, num_beams = ops.shape(x)[0], ops.shape(x)[1]
+        residual = x
+        h = layer._self_attention_layernorm(x)
+        rope = attention.rotary_embedding_layer
+        query = rope(attention._query_dense(h), positions=rope_positions)
+        kv_heads, head_dim = ops.shape(prompt_key)[2], ops.shape(prompt_key)[3]
+        groups = attention.num_key_value_groups
+        query = ops.reshape(query, (batch_size, num_beams, kv_heads, groups, head_dim))
+        scale = ops.cast(attention._inv_norm_factor, query.dtype)
+        scores = ops.einsum("bwkgd,bpkd->bwkgp", query, prompt_key)
+        keep = ops.cast(prompt_mask, "bool")
+        key = value = None
+        if append:
+            key = rope(attention._key_dense(h), positions=rope_positions)
+            value = attention._value_dense(h)
+            key, value = key[:, :, None], value[:, :, None]  # [B, W, 1, kv, d]
+            if beam_kv is not None:
+                key = ops.concatenate([beam_kv[0], key], axis=2)
+                value = ops.concatenate([beam_kv[1], value], axis=2)
+            scores = ops.concatenate(
+                [scores, ops.einsum("bwkgd,bwtkd->bwkgt", query, key)], axis=-1
+            )
+            keep = ops.concatenate(
+                [keep, ops.ones((batch_size, ops.shape(key)[2]), "bool")], axis=1
+            )
+        scores = ops.cast(scores * scale, "float32")
+        scores = ops.where(keep[:, None, None, None, :], scores, -1e9)
+        probs = ops.cast(ops.softmax(scores, axis=-1), query.dtype)
+        num_prompt = ops.shape(prompt_key)[1]
+        out = ops.einsum("bwkgp,bpkd->bwkgd", probs[..., :num_prompt], prompt_value)
+        if append:
+            out = out + ops.einsum("bwkgt,bwtkd->bwkgd", probs[..., num_prompt:], value)
+        out = ops.reshape(out, (batch_size, num_beams, kv_heads * groups, head_dim))
+        x = attention._output_dense(out) + residual
+        residual = x
+        h = layer._feedforward_layernorm(x)
+        gate = ops.cast(layer._feedforward_gate_dense(h), "float32")
+        gate = ops.cast(layer.activation(gate), layer.compute_dtype)
+        h = layer._feedforward_intermediate_dense(h)
+        x = layer._feedforward_output_dense(ops.multiply(h, gate)) + residual
+        return x, (key, value)
+
+    def beam_decode_step(self, x, positions, prompt_cache, prompt_mask, beam_cache):
+        """One decoding step for `W` beams per prompt, prompt cache shared.
+
+        Beam search over a long prompt does not need `W` copies of the
+        prompt's keys and values: every beam of a prompt attends to the same
+        prompt cache `[B, ...]` (computed once, never tiled or reordered) plus
+        its own few generated positions (`beam_cache`, `[B, W, t, ...]`, tiny).
+        Each prompt has its own length, so rotary positions are per row and
+        right padding in the prompt cache is masked out; there is no
+        re-feeding of prompt positions. The arithmetic is the block's own
+        (`LlamaTransformerDecoder` and `LlamaAttention`, weights shared),
+        only the attention reads two caches.
+
+        Args:
+            x: float `[B, W, H]`, the embeddings of each beam's last token.
+            positions: int `[B]`, the sequence position of that token (the
+                same for all beams of a prompt).
+            prompt_cache: the cache of `prompt_pass` (or `call_with_cache`),
+                `[B, num_layers, 2, P, kv_heads, head_dim]`.
+            prompt_mask: bool `[B, P]`, True at real prompt positions.
+            beam_cache: None (first step) or a tuple, one `(key, value)` pair
+                per layer of `[B, W, t, kv_heads, head_dim]` tensors for the
+                beams' earlier generated tokens.
+
+        Returns:
+            `(hidden [B, W, H], beam_cache)` with this token's keys and
+            values appended (`t + 1` positions).
+        """
+        batch_size, num_beams = ops.shape(x)[0], ops.shape(x)[1]
+        rope_positions = ops.broadcast_to(
+            ops.expand_dims(ops.cast(positions, "float32"), 1),
+            (batch_size, num_beams),
+        )
+        new_cache = []
+        for i, layer in enumerate(self.backbone.transformer_layers):
+            x, kv = self._beam_decode_layer(
+                layer,
+                x,
+                rope_positions,
+                prompt_cache[:, i, 0],
+                prompt_cache[:, i, 1],
+                prompt_mask,
+                None if beam_cache is None else beam_cache[i],
+            )
+            new_cache.append(kv)
+        return self.backbone.layer_norm(x), tuple(new_cache)
+
     @staticmethod
     def gather_cache_rows(cache, rows):
         """Select (and reorder/repeat) batch rows of a cache: `cache[rows]`."""

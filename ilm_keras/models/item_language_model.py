@@ -10,6 +10,7 @@ from keras import ops
 from ilm_keras.generation.compiled import compile_model_function
 from ilm_keras.generation.constrained_beam_search import (
     constrained_beam_search,
+    shared_prompt_beam_search,
 )
 from ilm_keras.generation.item_trie import ItemTrie
 from ilm_keras.layers.item_soft_tokens import ItemSoftTokens
@@ -258,6 +259,9 @@ class ItemLanguageModel(keras_hub.models.CausalLM):
         object.__setattr__(self, "_decoder", decoder)
         object.__setattr__(self, "_tries", {})
         object.__setattr__(self, "_recommend_functions", {})
+        # Llama backbones decode beams against one shared prompt cache; set
+        # False to use the generic per-beam cache (benchmarks compare both).
+        object.__setattr__(self, "_shared_prompt_decoding", True)
 
     @property
     def qformer(self):
@@ -516,12 +520,20 @@ class ItemLanguageModel(keras_hub.models.CausalLM):
             self._tries[key] = trie
         return trie
 
-    def _recommend_function(self, num_beams, max_item_length):
-        key = (num_beams, max_item_length)
+    def _recommend_function(self, num_beams, max_item_length, widths=None):
+        """The compiled search; `widths` (from the trie) selects the
+        shared-prompt-cache path, available for Llama backbones."""
+        key = (num_beams, max_item_length, widths)
         fn = self._recommend_functions.get(key)
         if fn is not None:
             return fn
         decoder = self._decoder
+        if widths is not None:
+            fn = compile_model_function(
+                self, self._shared_prompt_recommend_step(num_beams, widths)
+            )
+            self._recommend_functions[key] = fn
+            return fn
 
         def recommend_step(inputs):
             padding_mask = ops.cast(inputs["padding_mask"], "bool")
@@ -565,6 +577,60 @@ class ItemLanguageModel(keras_hub.models.CausalLM):
         self._recommend_functions[key] = fn
         return fn
 
+    def _shared_prompt_recommend_step(self, num_beams, widths):
+        decoder = self._decoder
+
+        def recommend_step(inputs):
+            padding_mask = ops.cast(inputs["padding_mask"], "bool")
+            embeddings = self.input_embeddings(inputs, training=False)
+            batch_size = ops.shape(padding_mask)[0]
+            lengths = ops.sum(ops.cast(padding_mask, "int32"), axis=1)
+            # One prompt pass per prompt (not per beam). Right padding is
+            # harmless: causal attention keeps it out of real positions, and
+            # decoding masks it.
+            last, prompt_cache = decoder.prompt_pass(embeddings, lengths)
+            first = ops.cast(decoder.logits(last)[:, 0, :], "float32")
+            first_log_probs = ops.log_softmax(first, axis=-1)
+
+            def step_fn(t, tokens, parent, beam_cache):
+                if beam_cache is not None:
+                    beams = ops.shape(beam_cache[0][0])[1]
+                    rows = ops.reshape(
+                        ops.expand_dims(
+                            ops.arange(batch_size, dtype="int32") * beams, 1
+                        )
+                        + parent,
+                        (-1,),
+                    )
+
+                    def reorder(c):
+                        flat = ops.reshape(c, (-1,) + tuple(ops.shape(c)[2:]))
+                        flat = ops.take(flat, rows, axis=0)
+                        return ops.reshape(
+                            flat, (batch_size, -1) + tuple(ops.shape(c)[2:])
+                        )
+
+                    beam_cache = keras.tree.map_structure(reorder, beam_cache)
+                x = decoder.embed_tokens(tokens)
+                hidden, beam_cache = decoder.beam_decode_step(
+                    x, lengths + t, prompt_cache, padding_mask, beam_cache
+                )
+                logits = ops.cast(decoder.logits(hidden), "float32")
+                return ops.log_softmax(logits, axis=-1), beam_cache
+
+            return shared_prompt_beam_search(
+                first_log_probs,
+                step_fn,
+                inputs["transitions"],
+                inputs["alphabet"],
+                inputs["leaf_item"],
+                inputs["alive"],
+                widths=widths,
+                num_beams=num_beams,
+            )
+
+        return recommend_step
+
     def _exclusions(self, exclude, num_prompts):
         if exclude is None:
             return [[] for _ in range(num_prompts)]
@@ -603,6 +669,13 @@ class ItemLanguageModel(keras_hub.models.CausalLM):
         end token included). The search runs as one compiled program per
         batch shape; prompts are sorted by length, batched, and padded to a
         multiple of `length_bucket` tokens to keep the number of shapes small.
+
+        Each prompt is run through the LLM once (not once per beam). With a
+        Llama backbone (`LlamaBackbone`, `Llama3Backbone`) the beams of a
+        prompt then decode against that one prompt cache, and each step
+        carries only as many beams as the trie has candidates at that depth
+        (`ItemTrie.beam_widths`); other backbones tile the prompt cache to
+        the beams. Both give the same result.
 
         Args:
             prompts: a string or a list of strings.
@@ -664,7 +737,13 @@ class ItemLanguageModel(keras_hub.models.CausalLM):
         chunk = min(int(batch_size), len(prompts))
         items_out = np.full((len(prompts), k), -1, dtype="int64")
         scores_out = np.full((len(prompts), k), -np.inf, dtype="float32")
-        fn = self._recommend_function(num_beams, trie.max_length)
+        widths = None
+        if (
+            self._shared_prompt_decoding
+            and self._decoder.supports_shared_prompt_decoding
+        ):
+            widths = tuple(trie.beam_widths(num_beams))
+        fn = self._recommend_function(num_beams, trie.max_length, widths)
         for start in range(0, len(prompts), chunk):
             idx = order[start : start + chunk]
             real = len(idx)

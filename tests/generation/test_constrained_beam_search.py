@@ -111,3 +111,68 @@ def test_narrow_beam_returns_valid_distinct_items(num_beams):
         assert not set(items[b].tolist()) & set(excluded[b])
         np.testing.assert_allclose(scores[b], expected[items[b]], atol=1e-4)
         assert np.all(np.diff(scores[b]) <= 0)
+
+
+def run_shared_prompt_search(table, trie, prompts, num_beams, excluded):
+    """The same search with the prompt scored once and exact beam widths."""
+    from ilm_keras.generation.constrained_beam_search import (
+        shared_prompt_beam_search,
+    )
+
+    log_table = table - np.log(np.exp(table).sum(-1, keepdims=True))
+    prompt_hash = np.array([history_hash(p) for p in prompts], "int32")
+    lengths = np.array([len(p) for p in prompts], "int32")
+    prompt_part = np.array(
+        [sum(int(t) * (i + 1) * 31 for i, t in enumerate(p)) for p in prompts],
+        "int32",
+    )
+
+    def step_fn(t, tokens, parent, state):
+        # State: the beam's generated tokens so far, `[B, w, t]`; a wrong
+        # reorder by `parent` changes the hash.
+        tokens = ops.cast(tokens, "int32")
+        if state is not None:
+            state = ops.take_along_axis(state, ops.expand_dims(parent, -1), axis=1)
+            state = ops.concatenate([state, ops.expand_dims(tokens, -1)], axis=-1)
+        else:
+            state = ops.expand_dims(tokens, -1)
+        weights = (ops.expand_dims(lengths, 1) + ops.arange(1, t + 2)) * 31
+        h = ops.sum(state * ops.expand_dims(weights, 1), axis=-1)
+        h = (ops.expand_dims(prompt_part, 1) + h) % HASH
+        return ops.take(log_table, h, axis=0), state
+
+    return shared_prompt_beam_search(
+        ops.take(log_table, prompt_hash, axis=0),
+        step_fn,
+        trie.transitions,
+        trie.alphabet,
+        trie.leaf_item,
+        trie.alive_mask(excluded),
+        widths=trie.beam_widths(num_beams),
+        num_beams=num_beams,
+    )
+
+
+@pytest.mark.parametrize("num_beams", [1, 3, 9])
+def test_shared_prompt_search_equals_per_beam_search(num_beams):
+    table, trie, prompts = make_problem(seed=2)
+    excluded = [[], [0, 4], [], [8]]
+    widths = trie.beam_widths(num_beams)
+    assert widths[0] == 1 and max(widths) <= num_beams
+    a_items, a_scores = run_search(table, trie, prompts, num_beams, excluded)
+    b_items, b_scores = run_shared_prompt_search(
+        table, trie, prompts, num_beams, excluded
+    )
+    np.testing.assert_array_equal(
+        ops.convert_to_numpy(a_items), ops.convert_to_numpy(b_items)
+    )
+    np.testing.assert_allclose(
+        ops.convert_to_numpy(a_scores), ops.convert_to_numpy(b_scores), atol=1e-5
+    )
+    if num_beams == trie.num_items:
+        items = ops.convert_to_numpy(b_items)
+        for b, prompt in enumerate(prompts):
+            expected = exhaustive(table, trie, prompt)
+            allowed = [i for i in range(trie.num_items) if i not in excluded[b]]
+            ranked = sorted(allowed, key=lambda i: -expected[i])
+            assert items[b, : len(ranked)].tolist() == ranked

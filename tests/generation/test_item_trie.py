@@ -61,3 +61,14 @@ def test_invalid_catalogues():
         ItemTrie([[5], []])
     with pytest.raises(ValueError, match="at least one item"):
         ItemTrie([])
+
+
+def test_beam_widths_bound_the_beams_per_depth():
+    # Depth 1: {5, 6}; depth 2: {5 7, 5 8, 6 2 (an item)}; depth 3: two
+    # items plus the finished `6 2`.
+    trie = ItemTrie([[5, 7, 2], [5, 8, 2], [6, 2]])
+    assert trie.beam_widths(10) == [1, 2, 3, 3]
+    assert trie.beam_widths(2) == [1, 2, 2, 2]
+    # A shared prefix keeps a single beam.
+    trie = ItemTrie([[4, 4, 1, 2], [4, 4, 3, 2]])
+    assert trie.beam_widths(5) == [1, 1, 1, 2, 2]

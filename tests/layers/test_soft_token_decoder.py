@@ -146,3 +146,45 @@ def test_unsupported_backbone():
     )
     with pytest.raises(ValueError, match="Supported backbones: Gemma"):
         SoftTokenDecoder(backbone)
+
+
+def test_shared_prompt_decoding_matches_full_pass():
+    """`prompt_pass` + `beam_decode_step` == the full, uncached pass."""
+    keras.utils.set_random_seed(3)
+    backbone = make_backbone("llama")
+    decoder = SoftTokenDecoder(backbone)
+    assert decoder.supports_shared_prompt_decoding
+    for arch in ("gpt2", "mistral", "gemma"):
+        assert not SoftTokenDecoder(make_backbone(arch)).supports_shared_prompt_decoding
+    rng = np.random.default_rng(0)
+    lengths = np.array([5, 3, 8], "int32")  # right-padded to 8
+    prompts = rng.integers(1, VOCAB, size=(3, 8)).astype("int32")
+    mask = np.arange(8)[None] < lengths[:, None]
+    beams = rng.integers(1, VOCAB, size=(3, 2, 2)).astype("int32")  # 2 beams, 2 tokens
+
+    last, prompt_cache = decoder.prompt_pass(decoder.embed_tokens(prompts), lengths)
+    h1, beam_cache = decoder.beam_decode_step(
+        decoder.embed_tokens(beams[:, :, 0]), lengths, prompt_cache, mask, None
+    )
+    h2, _ = decoder.beam_decode_step(
+        decoder.embed_tokens(beams[:, :, 1]),
+        lengths + 1,
+        prompt_cache,
+        mask,
+        beam_cache,
+    )
+    for b, n in enumerate(lengths):
+        for w in range(2):
+            ids = np.concatenate([prompts[b, :n], beams[b, w]])[None]
+            full = ops.convert_to_numpy(
+                decoder.hidden_states(decoder.embed_tokens(ids), np.ones_like(ids))
+            )[0]
+            np.testing.assert_allclose(
+                ops.convert_to_numpy(last)[b, 0], full[n - 1], atol=1e-5
+            )
+            np.testing.assert_allclose(
+                ops.convert_to_numpy(h1)[b, w], full[n], atol=1e-5
+            )
+            np.testing.assert_allclose(
+                ops.convert_to_numpy(h2)[b, w], full[n + 1], atol=1e-5
+            )

@@ -313,9 +313,11 @@ def exhaustive_scores(model, prompts):
 
 
 # The per-architecture cache glue is covered by the greedy test above; the
-# search itself is checked on a stacked-cache, absolute-position model (GPT-2)
-# and a tuple-cache, sliding-window one (Gemma3).
-@pytest.mark.parametrize("arch", ["gpt2", "gemma3"])
+# search itself is checked on a stacked-cache, absolute-position model (GPT-2),
+# a tuple-cache, sliding-window one (Gemma3), and on Llama, which decodes its
+# beams against one shared prompt cache (`beam_decode_step`) with per-step
+# beam widths from the trie.
+@pytest.mark.parametrize("arch", ["gpt2", "gemma3", "llama"])
 def test_recommend_matches_exhaustive_ranking(arch, mlp_models):
     model = mlp_models[arch]
     lengths = [len(ids) for ids, _ in model.preprocessor._layout_prompts(PROMPTS)[0]]
