@@ -7,6 +7,7 @@ over a frozen keras-hub causal LM. Data loaders, splits and prompts live in
 """
 
 from ilm_keras import data
+from ilm_keras import llm
 from ilm_keras.data.phase1_batches import make_phase1_dataset
 from ilm_keras.generation.item_trie import ItemTrie
 from ilm_keras.layers.item_adaptor import LinearAdaptor

@@ -1,0 +1,526 @@
+"""The OpenP5 experiment pipeline: CF -> phase 1 -> LLM pretraining -> phase 2.
+
+Each step is one function, so examples and benchmarks read as a list of
+steps and a researcher can swap one of them:
+
+1. `prepare_split`: random item indexing (if missing) + leave-last-out split.
+2. `train_cf`: iALS on the training sequences (`items[:-2]`).
+3. `pretrain_qformer`: phase 1 (`QFormerPretrainer`) on item-text pairs plus
+   item-item / user-item pairs, as `config.phase1_losses` says.
+4. `pretrain_llm`: an `OpenP5Tokenizer` and a small `LlamaBackbone` trained on
+   the text-only OpenP5 prompts (paper §4.4), then frozen.
+5. `train_phase2`: an `ItemLanguageModel` of one variant (`none` = OpenP5-R,
+   `mlp`, `ilm_rand`, `ilm`) over the frozen backbone; the checkpoint with the
+   best validation NDCG@10 is kept.
+6. `recommendation_metrics`: HR@k / NDCG@k of `recommend()` on validation or
+   test prompts (a seen template or the unseen one).
+
+`cf_retrieval_metrics` scores the same CF embeddings by dot product (the
+baseline every ILM variant reads).
+"""
+
+import dataclasses
+import json
+import os
+import re
+import time
+
+import keras
+import numpy as np
+
+from ilm_keras import data as ild
+from ilm_keras.cf import IALS
+from ilm_keras.data.phase1_batches import make_phase1_dataset
+from ilm_keras.llm.backbone_pretraining import PromptResponseBatches
+from ilm_keras.llm.backbone_pretraining import make_llama_backbone
+from ilm_keras.llm.backbone_pretraining import pretrain_backbone
+from ilm_keras.llm.openp5_tokenizer import OpenP5Tokenizer
+from ilm_keras.metrics import evaluate_retrieval
+from ilm_keras.metrics import hit_rate_at_k
+from ilm_keras.metrics import ndcg_at_k
+from ilm_keras.models.item_language_model import ItemLanguageModel
+from ilm_keras.models.item_language_model_preprocessor import (
+    ItemLanguageModelPreprocessor,
+)
+from ilm_keras.models.qformer import QFormer
+from ilm_keras.models.qformer_pretrainer import QFormerPretrainer
+from ilm_keras.models.qformer_tokenizer import QFormerTokenizer
+
+VARIANTS = ("none", "mlp", "ilm_rand", "ilm")
+VARIANT_NAMES = {
+    "none": "OpenP5-R",
+    "mlp": "MLP",
+    "ilm_rand": "ILM-rand",
+    "ilm": "ILM",
+}
+DESCRIBE_TEMPLATE = "What is item_{item} about?"
+
+
+@dataclasses.dataclass
+class PipelineConfig:
+    """Sizes and schedules of every phase (defaults: a CPU-sized run).
+
+    Attributes (grouped by phase):
+        max_history: OpenP5 history cut (paper/OpenP5: 20).
+        cf_dim, cf_iterations, cf_regularization, cf_alpha: iALS.
+        qformer_layers, qformer_hidden, qformer_heads, num_query_tokens,
+        num_cf_tokens, qformer_text_length: the Q-Former (N = num_query_tokens
+            soft tokens per mention for `ilm` / `ilm_rand`).
+        phase1_losses: `"it"`, `"it_ii"`, `"it_ui"` or `"all"`.
+        phase1_epochs, phase1_batch_size, phase1_learning_rate: phase 1.
+        llm_layers, llm_hidden, llm_heads: the pretrained decoder.
+        llm_epochs, llm_batch_size, llm_learning_rate: its pretraining.
+        templates_per_example: seen templates per example per task and epoch
+            (OpenP5: 3), for LLM pretraining and phase 2.
+        describe_items: also train "What is item_<id> about?" -> item text
+            (LLM pretraining and phase 2), for a conversational exchange.
+        num_mlp_tokens: soft tokens per mention of the `mlp` variant.
+        phase2_epochs, phase2_batch_size, phase2_learning_rate: phase 2.
+        phase2_steps_per_epoch: optional cap on phase-2 batches per epoch.
+        llm_steps_per_epoch: optional cap on pretraining batches per epoch.
+        num_beams: beam width of `recommend()` (OpenP5: 10).
+        exclude_history: drop the user's history items from recommendations.
+        max_eval_users: evaluate on at most this many users (None: all);
+            the subset is the first users in split order.
+        max_valid_users: users of the per-epoch validation (checkpoint pick).
+        length_bucket: training batch widths are multiples of this (a larger
+            bucket: fewer shapes to compile, more padding).
+        verbose: `fit` verbosity (1: progress bars).
+        seed: one seed for indexing, CF, model init and shuffles.
+    """
+
+    max_history: int = 20
+    cf_dim: int = 32
+    cf_iterations: int = 15
+    cf_regularization: float = 0.1
+    cf_alpha: float = 2.0
+    qformer_layers: int = 2
+    qformer_hidden: int = 64
+    qformer_heads: int = 4
+    num_query_tokens: int = 4
+    num_cf_tokens: int = 4
+    qformer_text_length: int = 32
+    phase1_losses: str = "all"
+    phase1_epochs: int = 10
+    phase1_batch_size: int = 32
+    phase1_learning_rate: float = 1e-3
+    llm_layers: int = 2
+    llm_hidden: int = 64
+    llm_heads: int = 4
+    llm_epochs: int = 5
+    llm_batch_size: int = 64
+    llm_learning_rate: float = 2e-3
+    llm_steps_per_epoch: int = None
+    templates_per_example: int = 3
+    describe_items: bool = False
+    num_mlp_tokens: int = 1
+    phase2_epochs: int = 2
+    phase2_batch_size: int = 32
+    phase2_learning_rate: float = 1e-3
+    phase2_steps_per_epoch: int = None
+    num_beams: int = 10
+    exclude_history: bool = True
+    max_eval_users: int = None
+    max_valid_users: int = 200
+    length_bucket: int = 16
+    verbose: int = 1
+    seed: int = 0
+
+    def to_dict(self):
+        return dataclasses.asdict(self)
+
+
+# ----------------------------------------------------------------------
+# Data and CF (phase 0).
+# ----------------------------------------------------------------------
+def prepare_split(data, config):
+    """Random indexing (when `data` has none) and the leave-last-out split."""
+    if data.item_index is None or data.user_index is None:
+        data = ild.random_indexing(data, seed=config.seed)
+    return ild.leave_last_out(data, max_history=config.max_history)
+
+
+def train_cf(split, config):
+    """iALS on `split.train_sequences`; returns `(ials, user_table, item_table)`."""
+    ials = IALS(
+        factors=config.cf_dim,
+        regularization=config.cf_regularization,
+        alpha=config.cf_alpha,
+        iterations=config.cf_iterations,
+        seed=config.seed,
+    )
+    user_table, item_table = ials.fit(
+        split.train_sequences,
+        num_users=split.data.num_users,
+        num_items=split.data.num_items,
+    )
+    return ials, user_table, item_table
+
+
+def cf_retrieval_metrics(ials, split, subset, exclude_history, ks=(5, 10),
+                         max_users=None):
+    """HR/NDCG of ranking all items by `user . item` (user folded in from the
+    subset's history, the same history the prompts show)."""
+    users = split.examples(subset)
+    histories, targets = users.histories, users.targets
+    if max_users is not None:
+        histories, targets = histories[:max_users], targets[:max_users]
+    result = evaluate_retrieval(
+        ials.fold_in(histories),
+        ials.item_table,
+        targets,
+        histories=histories,
+        exclude_history=exclude_history,
+        ks=ks,
+    )
+    return {k: float(v) for k, v in result.items()}
+
+
+# ----------------------------------------------------------------------
+# Phase 1.
+# ----------------------------------------------------------------------
+def pretrain_qformer(split, user_table, item_table, config, callbacks=None):
+    """Phase 1: a `QFormer` pretrained with `config.phase1_losses`.
+
+    Item-text pairs come from `data.item_texts` (required: item-text losses
+    are part of every loss set); item-item and user-item pairs from the
+    training sequences.
+
+    Returns:
+        `(qformer, history)`.
+    """
+    data = split.data
+    items, texts = ild.item_text_pairs(data)
+    if len(items) == 0:
+        raise ValueError(
+            f"{data.name}: no item texts, so phase 1 (whose every loss set "
+            "includes the item-text losses) cannot run; use variant "
+            "'ilm_rand' or load item texts."
+        )
+    items = np.asarray(items)
+    tokenizer = QFormerTokenizer.train(
+        texts, vocabulary_size=2000, sequence_length=config.qformer_text_length
+    )
+    token_ids, padding_mask = tokenizer.encode(list(texts))
+    dataset, steps = make_phase1_dataset(
+        item_table,
+        item_text=(items, token_ids, padding_mask),
+        item_item=ild.item_item_pairs(split.train_sequences),
+        user_item=ild.user_item_pairs(split.train_sequences),
+        user_table=user_table,
+        losses=config.phase1_losses,
+        batch_size=config.phase1_batch_size,
+        seed=config.seed,
+    )
+    qformer = QFormer(
+        vocabulary_size=tokenizer.vocabulary_size(),
+        cf_dim=item_table.shape[1],
+        num_layers=config.qformer_layers,
+        hidden_dim=config.qformer_hidden,
+        num_heads=config.qformer_heads,
+        intermediate_dim=4 * config.qformer_hidden,
+        num_query_tokens=config.num_query_tokens,
+        max_text_length=config.qformer_text_length,
+        num_cf_tokens=config.num_cf_tokens,
+        dropout=0.1,
+    )
+    pretrainer = QFormerPretrainer(
+        qformer,
+        losses=config.phase1_losses,
+        embed_dim=64,
+        dec_token_id=tokenizer.dec_token_id,
+        seed=config.seed,
+    )
+    pretrainer.compile(
+        optimizer=keras.optimizers.AdamW(config.phase1_learning_rate, weight_decay=0.01)
+    )
+    history = pretrainer.fit(
+        dataset,
+        steps_per_epoch=steps,
+        epochs=config.phase1_epochs,
+        callbacks=callbacks,
+        verbose=config.verbose,
+    )
+    return qformer, history
+
+
+def qformer_config(item_table, config):
+    """The config dict of the `QFormer` `pretrain_qformer` builds (for
+    `ilm_rand`, which needs the architecture but not the weights)."""
+    return dict(
+        vocabulary_size=2000,
+        cf_dim=int(item_table.shape[1]),
+        num_layers=config.qformer_layers,
+        hidden_dim=config.qformer_hidden,
+        num_heads=config.qformer_heads,
+        intermediate_dim=4 * config.qformer_hidden,
+        num_query_tokens=config.num_query_tokens,
+        max_text_length=config.qformer_text_length,
+        num_cf_tokens=config.num_cf_tokens,
+        dropout=0.1,
+    )
+
+
+# ----------------------------------------------------------------------
+# The LLM backbone (text-only OpenP5 pretraining).
+# ----------------------------------------------------------------------
+def describe_pairs(data):
+    """`("What is item_<id> about?", text)` for every item with a text."""
+    if not data.item_texts:
+        return []
+    return [
+        (DESCRIBE_TEMPLATE.format(item=data.item_index[i]), text)
+        for i, text in enumerate(data.item_texts)
+        if text
+    ]
+
+
+def training_pairs(split, config, epoch):
+    """One epoch of phase-2 / pretraining pairs: OpenP5 sequential +
+    straightforward prompts (`templates_per_example` seen templates each),
+    plus the describe pairs when `config.describe_items`."""
+    pairs = ild.training_prompts(
+        split,
+        epoch=epoch,
+        seed=config.seed,
+        templates_per_example=config.templates_per_example,
+    )
+    if config.describe_items:
+        pairs = pairs + describe_pairs(split.data)
+    return pairs
+
+
+def sequence_length_for(split, tokenizer, num_soft_tokens, config):
+    """A `sequence_length` that fits every prompt + response of `split`
+    (the longest history with every template), rounded up to 16."""
+    longest = 0
+    for subset in ("valid", "test"):
+        examples = split.examples(subset)
+        sizes = [len(h) for h in examples.histories]
+        j = int(np.argmax(sizes))
+        one = ild.SequenceExamples(
+            examples.users[j : j + 1], examples.histories[j : j + 1],
+            examples.targets[j : j + 1],
+        )
+        for task, spec in ild.RECOMMENDATION_TASKS.items():
+            for template in list(range(len(spec.seen))) + ["unseen"]:
+                (prompt, target), = ild.prompt_pairs(split.data, one, task, template)
+                mentions = len(re.findall(r"(?:item|user)_\d+", prompt))
+                length = len(tokenizer(prompt)) + mentions * num_soft_tokens
+                longest = max(longest, length + len(tokenizer(target)))
+    if config.describe_items:
+        for prompt, text in describe_pairs(split.data):
+            longest = max(longest, len(tokenizer(prompt)) + num_soft_tokens
+                          + len(tokenizer(text)))
+    return -(-(longest + 2) // 16) * 16
+
+
+def pretrain_llm(split, config, callbacks=None):
+    """Builds the `OpenP5Tokenizer` and pretrains a `LlamaBackbone` on the
+    text-only prompts; returns `(tokenizer, backbone, history)`."""
+    data = split.data
+    texts = [t for t in (data.item_texts or []) if t] if config.describe_items else []
+    tokenizer = OpenP5Tokenizer.from_texts(texts)
+    backbone = make_llama_backbone(
+        tokenizer.vocabulary_size(),
+        num_layers=config.llm_layers,
+        hidden_dim=config.llm_hidden,
+        num_heads=config.llm_heads,
+    )
+    history = pretrain_backbone(
+        backbone,
+        tokenizer,
+        lambda epoch: training_pairs(split, config, epoch),
+        item_ids=data.item_index,
+        user_ids=data.user_index,
+        epochs=config.llm_epochs,
+        batch_size=config.llm_batch_size,
+        learning_rate=config.llm_learning_rate,
+        sequence_length=sequence_length_for(split, tokenizer, 0, config),
+        seed=config.seed,
+        callbacks=callbacks,
+        verbose=config.verbose,
+        steps_per_epoch=config.llm_steps_per_epoch,
+        length_bucket=config.length_bucket,
+    )
+    return tokenizer, backbone, history
+
+
+# ----------------------------------------------------------------------
+# Phase 2 and evaluation.
+# ----------------------------------------------------------------------
+def build_phase2(variant, backbone, tokenizer, split, user_table, item_table,
+                 config, qformer=None):
+    """The `ItemLanguageModel` of `variant` over the (frozen) `backbone`."""
+    if variant not in VARIANTS:
+        raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}.")
+    if variant == "ilm" and qformer is None:
+        raise ValueError("variant 'ilm' needs the phase-1 `qformer`.")
+    data = split.data
+    soft = {"none": 0, "mlp": config.num_mlp_tokens}.get(
+        variant, config.num_query_tokens
+    )
+    preprocessor = ItemLanguageModelPreprocessor(
+        tokenizer,
+        item_ids=[str(i) for i in data.item_index],
+        user_ids=[str(u) for u in data.user_index],
+        sequence_length=sequence_length_for(split, tokenizer, soft, config),
+        max_mentions=config.max_history + 2,
+    )
+    if variant == "ilm_rand":
+        qformer = qformer if qformer is not None else qformer_config(item_table, config)
+    model = ItemLanguageModel(
+        backbone=backbone,
+        preprocessor=preprocessor,
+        item_encoder=variant,
+        qformer=qformer if variant in ("ilm", "ilm_rand") else None,
+        item_embeddings=None if variant == "none" else item_table,
+        user_embeddings=None if variant == "none" else user_table,
+        num_mlp_tokens=config.num_mlp_tokens,
+    )
+    return model
+
+
+def recommendation_metrics(model, split, subset="test", task="sequential",
+                           template=0, config=None, ks=(5, 10), max_users=None):
+    """HR@k / NDCG@k of `model.recommend()` on one task and template.
+
+    Args:
+        model: an `ItemLanguageModel` with a preprocessor.
+        split: the `LeaveLastOutSplit`.
+        subset: `"valid"` or `"test"`.
+        task: `"sequential"` or `"straightforward"`.
+        template: a seen template number or `"unseen"`.
+        config: `PipelineConfig` (beam width, history exclusion).
+        ks: cutoffs (all <= `config.num_beams`).
+        max_users: evaluate the first `max_users` users only.
+
+    Returns:
+        dict `{"HR@5": ..., "NDCG@5": ..., ..., "num_users": n}`.
+    """
+    config = config or PipelineConfig()
+    pairs = ild.evaluation_prompts(split, subset, task, template)
+    examples = split.examples(subset)
+    histories = examples.histories
+    if max_users is not None:
+        pairs, histories = pairs[:max_users], histories[:max_users]
+    prompts = [p for p, _ in pairs]
+    targets = [t[len("item_"):] for _, t in pairs]
+    exclude = None
+    if config.exclude_history:
+        index = split.data.item_index
+        exclude = [[str(index[i]) for i in h] for h in histories]
+    k = max(ks)
+    items, _ = model.recommend(
+        prompts, k=k, exclude=exclude, num_beams=max(config.num_beams, k)
+    )
+    ranked = [list(row) for row in np.asarray(items)]
+    out = {}
+    for cut in ks:
+        out[f"HR@{cut}"] = hit_rate_at_k(ranked, targets, cut)
+        out[f"NDCG@{cut}"] = ndcg_at_k(ranked, targets, cut)
+    out["num_users"] = len(prompts)
+    return out
+
+
+class BestValidationCheckpoint(keras.callbacks.Callback):
+    """Keeps the weights with the best validation NDCG@10 (paper §4.4).
+
+    After each epoch, scores `model` with `evaluate(model) -> dict` and, when
+    `metric` improved, saves the weights to `path` (and the score to
+    `path + ".json"`, so a resumed run keeps comparing against it). At the
+    end of training the best weights are restored.
+
+    Args:
+        evaluate: callable `model -> dict of metrics`.
+        path: a `.weights.h5` path.
+        metric: the key to maximise.
+    """
+
+    def __init__(self, evaluate, path, metric="NDCG@10"):
+        super().__init__()
+        self.evaluate = evaluate
+        self.path = path
+        self.metric = metric
+        self.best = -np.inf
+        self.scores = []
+        if os.path.exists(path + ".json"):
+            with open(path + ".json") as f:
+                saved = json.load(f)
+            self.best = saved["best"]
+            self.scores = saved["scores"]
+
+    def on_epoch_end(self, epoch, logs=None):
+        scores = self.evaluate(self.model)
+        value = float(scores[self.metric])
+        self.scores.append({"epoch": int(epoch), **scores})
+        if logs is not None:
+            logs[f"val_{self.metric}"] = value
+        if value > self.best:
+            self.best = value
+            self.model.save_weights(self.path)
+        with open(self.path + ".json", "w") as f:
+            json.dump({"best": self.best, "scores": self.scores}, f)
+
+    def on_train_end(self, logs=None):
+        if os.path.exists(self.path):
+            self.model.load_weights(self.path)
+
+
+def train_phase2(model, split, config, callbacks=None, checkpoint_path=None):
+    """One `fit` of phase 2 (encoder + adaptor; the LLM stays frozen).
+
+    Batches are tokenized by the model's own preprocessor
+    (`PromptResponseBatches`, new templates every epoch), so the fit runs
+    on preprocessed inputs (`keras.Model.fit`, bypassing keras-hub's
+    preprocessing map). With `checkpoint_path`, a `BestValidationCheckpoint`
+    on validation NDCG@10 (sequential task, seen template 0, the first
+    `config.max_valid_users` users) picks the weights kept.
+
+    Returns:
+        The Keras `History`.
+    """
+    model.compile(
+        optimizer=keras.optimizers.AdamW(config.phase2_learning_rate, weight_decay=0.01)
+    )
+    batches = PromptResponseBatches(
+        model.preprocessor,
+        lambda epoch: training_pairs(split, config, epoch),
+        batch_size=config.phase2_batch_size,
+        seed=config.seed,
+        length_bucket=config.length_bucket,
+    )
+    callbacks = list(callbacks or [])
+    if checkpoint_path is not None:
+        callbacks.append(
+            BestValidationCheckpoint(
+                lambda m: recommendation_metrics(
+                    m, split, "valid", "sequential", 0, config,
+                    max_users=config.max_valid_users,
+                ),
+                checkpoint_path,
+            )
+        )
+    return keras.Model.fit(
+        model,
+        batches,
+        epochs=config.phase2_epochs,
+        steps_per_epoch=config.phase2_steps_per_epoch,
+        callbacks=callbacks,
+        verbose=config.verbose,
+    )
+
+
+def test_metrics(model, split, config):
+    """Test HR/NDCG@{5,10}, seen (template 0) and unseen, for both tasks."""
+    out = {}
+    for task in ("sequential", "straightforward"):
+        for template in (0, "unseen"):
+            key = f"{task}/{'seen' if template == 0 else 'unseen'}"
+            start = time.time()
+            out[key] = recommendation_metrics(
+                model, split, "test", task, template, config,
+                max_users=config.max_eval_users,
+            )
+            out[key]["seconds"] = round(time.time() - start, 1)
+    return out

@@ -1,0 +1,220 @@
+"""Pretrain a small keras-hub decoder on text-only OpenP5 prompts (paper §4.4).
+
+The ILM paper's OpenP5 LLM is an 8-layer transformer decoder pretrained on the
+text-only OpenP5 data (random item indexing) so that it generates `item_<id>`
+strings; it is then frozen for phase 2. `make_llama_backbone` builds such a
+decoder (keras-hub `LlamaBackbone`, any size) and `pretrain_backbone` trains it
+with one `fit` on (prompt, response) pairs, the loss on response tokens only.
+Tokenization is done by `ItemLanguageModelPreprocessor` with no soft tokens:
+exactly the token ids the frozen model later sees in phase 2.
+"""
+
+import math
+
+import keras
+import keras_hub
+import numpy as np
+
+from ilm_keras.models.item_language_model_preprocessor import (
+    ItemLanguageModelPreprocessor,
+)
+
+
+def make_llama_backbone(
+    vocabulary_size,
+    num_layers=2,
+    hidden_dim=64,
+    num_heads=4,
+    num_key_value_heads=None,
+    intermediate_dim=None,
+    dtype=None,
+):
+    """A randomly initialized keras-hub `LlamaBackbone` (dropout 0).
+
+    Args:
+        vocabulary_size: int, the tokenizer's vocabulary size.
+        num_layers: int, decoder blocks (the paper: 8).
+        hidden_dim: int, model width.
+        num_heads: int, query heads.
+        num_key_value_heads: int, key/value heads (default: `num_heads`).
+        intermediate_dim: int, FFN width (default: `4 * hidden_dim`).
+        dtype: optional dtype policy.
+
+    Returns:
+        A `keras_hub.models.LlamaBackbone`.
+
+    Example:
+    ```python
+    backbone = make_llama_backbone(tokenizer.vocabulary_size(), num_layers=8,
+                                   hidden_dim=512, num_heads=8)
+    ```
+    """
+    if hidden_dim % num_heads:
+        raise ValueError(
+            f"hidden_dim={hidden_dim} must be a multiple of num_heads={num_heads}."
+        )
+    return keras_hub.models.LlamaBackbone(
+        vocabulary_size=int(vocabulary_size),
+        num_layers=int(num_layers),
+        num_query_heads=int(num_heads),
+        hidden_dim=int(hidden_dim),
+        intermediate_dim=int(intermediate_dim or 4 * hidden_dim),
+        num_key_value_heads=int(num_key_value_heads or num_heads),
+        dropout=0.0,
+        dtype=dtype,
+    )
+
+
+class PromptResponseBatches(keras.utils.PyDataset):
+    """Shuffled, tokenized batches of (prompt, response) pairs, per epoch.
+
+    `pairs_for_epoch(epoch)` gives the pairs of each epoch (OpenP5 samples new
+    templates every epoch); they are shuffled with `(seed, epoch)`, tokenized
+    by `preprocessor` batch by batch, and cut to the longest example of the
+    batch rounded up to `length_bucket` tokens (few distinct shapes, little
+    padding). Every batch is full (static shapes): the last batch of an
+    epoch is completed with the epoch's first pairs.
+
+    Args:
+        preprocessor: an `ItemLanguageModelPreprocessor`.
+        pairs_for_epoch: callable `epoch -> list of (prompt, response)`, or a
+            fixed list of pairs.
+        batch_size: int.
+        seed: int.
+        length_bucket: int.
+    """
+
+    def __init__(self, preprocessor, pairs_for_epoch, batch_size=32, seed=0,
+                 length_bucket=16):
+        super().__init__()
+        if not callable(pairs_for_epoch):
+            fixed = list(pairs_for_epoch)
+            pairs_for_epoch = lambda epoch: fixed
+        self.preprocessor = preprocessor
+        self.pairs_for_epoch = pairs_for_epoch
+        self.batch_size = int(batch_size)
+        self.seed = int(seed)
+        self.length_bucket = int(length_bucket)
+        self.epoch = 0
+        self._load(0)
+
+    def _load(self, epoch):
+        pairs = list(self.pairs_for_epoch(epoch))
+        if not pairs:
+            raise ValueError(f"No (prompt, response) pairs for epoch {epoch}.")
+        order = np.random.default_rng([self.seed, epoch]).permutation(len(pairs))
+        self.pairs = [pairs[i] for i in order]
+
+    def __len__(self):
+        return math.ceil(len(self.pairs) / self.batch_size)
+
+    def __getitem__(self, index):
+        chunk = self.pairs[index * self.batch_size : (index + 1) * self.batch_size]
+        if len(chunk) < self.batch_size:
+            wrap = self.batch_size - len(chunk)
+            chunk = chunk + (self.pairs * (wrap // len(self.pairs) + 1))[:wrap]
+        x, y, weight = self.preprocessor(
+            {"prompts": [p for p, _ in chunk], "responses": [r for _, r in chunk]}
+        )
+        longest = int(np.asarray(x["padding_mask"]).sum(axis=1).max())
+        width = min(
+            -(-longest // self.length_bucket) * self.length_bucket,
+            x["token_ids"].shape[1],
+        )
+        x = {k: np.asarray(v)[:, :width] for k, v in x.items()}
+        return x, np.asarray(y)[:, :width], np.asarray(weight)[:, :width]
+
+    def on_epoch_end(self):
+        self.epoch += 1
+        self._load(self.epoch)
+
+
+def pretrain_backbone(
+    backbone,
+    tokenizer,
+    pairs_for_epoch,
+    item_ids,
+    user_ids=None,
+    epochs=1,
+    batch_size=32,
+    learning_rate=1e-3,
+    sequence_length=256,
+    seed=0,
+    callbacks=None,
+    verbose="auto",
+    steps_per_epoch=None,
+    length_bucket=16,
+):
+    """Trains `backbone` as a causal LM on (prompt, response) pairs, in place.
+
+    One `fit` of `backbone` followed by its tied/untied output projection
+    (`token_embedding(x, reverse=True)`, as keras-hub's causal LMs do), with
+    AdamW, a linear decay to 0, and cross-entropy on response tokens and the
+    end token only.
+
+    Args:
+        backbone: a keras-hub causal LM backbone (e.g. `make_llama_backbone`).
+        tokenizer: its tokenizer (e.g. `OpenP5Tokenizer`), with start, end
+            and pad tokens.
+        pairs_for_epoch: callable `epoch -> list of (prompt, response)`
+            (e.g. `lambda e: training_prompts(split, epoch=e, seed=0)`), or a
+            fixed list.
+        item_ids: the catalogue's item ids (`data.item_index`): prompts may
+            only mention these (`item_<id>`); an unknown mention raises.
+        user_ids: the user ids (`data.user_index`) prompts may mention.
+        epochs: int.
+        batch_size: int.
+        learning_rate: float, peak AdamW learning rate.
+        sequence_length: int, the longest example allowed (longer raises).
+        seed: int, the shuffle seed.
+        callbacks: extra Keras callbacks (e.g. `BackupAndRestore`).
+        verbose: `fit` verbosity (progress bar by default).
+        steps_per_epoch: optional int, caps the batches per epoch.
+        length_bucket: batch widths are multiples of this (fewer shapes,
+            fewer recompilations; more padding).
+
+    Returns:
+        The Keras `History`.
+
+    Example:
+    ```python
+    tokenizer = OpenP5Tokenizer.from_texts()
+    backbone = make_llama_backbone(tokenizer.vocabulary_size())
+    pretrain_backbone(backbone, tokenizer,
+                      lambda e: training_prompts(split, epoch=e),
+                      item_ids=data.item_index, user_ids=data.user_index,
+                      epochs=3)
+    ```
+    """
+    preprocessor = ItemLanguageModelPreprocessor(
+        tokenizer,
+        item_ids=[str(i) for i in item_ids],
+        user_ids=None if user_ids is None else [str(u) for u in user_ids],
+        sequence_length=sequence_length,
+        num_soft_tokens=0,
+    )
+    batches = PromptResponseBatches(
+        preprocessor, pairs_for_epoch, batch_size, seed, length_bucket
+    )
+    steps = len(batches) if steps_per_epoch is None else min(steps_per_epoch, len(batches))
+    inputs = backbone.input
+    logits = backbone.token_embedding(backbone(inputs), reverse=True)
+    causal_lm = keras.Model(inputs, logits, name="backbone_pretraining")
+    schedule = keras.optimizers.schedules.PolynomialDecay(
+        learning_rate, decay_steps=max(1, steps * epochs), end_learning_rate=0.0
+    )
+    causal_lm.compile(
+        optimizer=keras.optimizers.AdamW(schedule, weight_decay=0.01),
+        loss=keras.losses.SparseCategoricalCrossentropy(
+            from_logits=True, reduction="mean_with_sample_weight"
+        ),
+        weighted_metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+    )
+    backbone.trainable = True
+    return causal_lm.fit(
+        batches,
+        epochs=epochs,
+        steps_per_epoch=steps_per_epoch,
+        callbacks=callbacks,
+        verbose=verbose,
+    )
