@@ -29,6 +29,14 @@ _MODEL = flags.DEFINE_string(
     "path or a keras-hub preset directory.",
 )
 _DTYPE = flags.DEFINE_string("dtype", "float32", "Backbone dtype policy.")
+_THROUGH_ILM = flags.DEFINE_bool(
+    "through_ilm",
+    True,
+    "Generate through `ilm_keras.ItemLanguageModel` (the frozen LLM with an "
+    "MLP item encoder and a one-item CF table; the prompt mentions no item, "
+    "so the LLM's own abilities must come through unchanged). With "
+    "--nothrough_ilm, keras-hub's own CausalLM task generates.",
+)
 
 
 def main(argv):
@@ -47,7 +55,28 @@ def main(argv):
     if tokenizer.start_token_id is not None:
         prompt_length += 1  # generate() prepends the start token (Gemma)
     max_length = prompt_length + _MAX_NEW_TOKENS.value
-    lm = causal_lm_for(backbone, tokenizer, sequence_length=max_length)
+    if _THROUGH_ILM.value:
+        import numpy as np
+
+        from ilm_keras import ItemLanguageModel
+        from ilm_keras import ItemLanguageModelPreprocessor
+
+        preprocessor = ItemLanguageModelPreprocessor(
+            tokenizer,
+            item_ids=["1001"],
+            sequence_length=max_length,
+            add_start_token=tokenizer.start_token_id is not None,
+        )
+        lm = ItemLanguageModel(
+            backbone,
+            preprocessor,
+            item_encoder="mlp",
+            item_embeddings=np.random.default_rng(0)
+            .normal(size=(1, 16))
+            .astype("float32"),
+        )
+    else:
+        lm = causal_lm_for(backbone, tokenizer, sequence_length=max_length)
     lm.compile(sampler="greedy")
 
     start = time.perf_counter()
@@ -61,7 +90,10 @@ def main(argv):
             f"Greedy decoding is not deterministic: {output!r} != {again!r}"
         )
 
-    print(f"backend: {keras.backend.backend()}, dtype: {_DTYPE.value}")
+    print(
+        f"backend: {keras.backend.backend()}, dtype: {_DTYPE.value}, through "
+        f"{'ItemLanguageModel' if _THROUGH_ILM.value else 'keras-hub CausalLM'}"
+    )
     print(
         f"model: {_MODEL.value} ({backbone.num_layers} layers, hidden "
         f"{backbone.hidden_dim}, {backbone.count_params():,} parameters)"
