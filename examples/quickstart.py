@@ -17,11 +17,11 @@ Steps (progress bars for every `fit`):
   -  one conversational exchange: the ILM describes an item named in the prompt.
 
 The synthetic data (`ilm_keras.data.make_synthetic_data`) plants clusters that
-users, items and item texts share. No download; no GPU needed (measured: 9 min
-wall on a shared 2-core CPU, JAX backend; `--small` for a smoke run). At this
-size the LLM variants rank about as well as a random ranking (printed beside
-them) and well below iALS: the decoder is far too briefly pretrained to learn
-the catalogue; raise `--llm_epochs` / `--phase2_epochs` for more.
+users, items and item texts share. No download; no GPU needed. Measured from
+a fresh clone on the 2-core CPU, JAX backend: 351 s; test HR@10 / NDCG@10
+with history excluded: random ranking 0.200 / 0.091, OpenP5-R 0.213 / 0.095,
+ILM 0.277 / 0.148, iALS dot product 0.453 / 0.267 (the small LLM variants do
+not reach plain CF retrieval at this size). `--small` gives a smoke run.
 """
 
 import json
@@ -38,8 +38,8 @@ FLAGS = flags.FLAGS
 flags.DEFINE_integer("num_users", 300, "Synthetic users.")
 flags.DEFINE_integer("num_items", 60, "Synthetic items.")
 flags.DEFINE_integer("num_clusters", 6, "Planted clusters.")
-flags.DEFINE_integer("llm_epochs", 3, "LLM pretraining epochs.")
-flags.DEFINE_integer("phase2_epochs", 2, "Phase-2 epochs.")
+flags.DEFINE_integer("llm_epochs", 12, "LLM pretraining epochs.")
+flags.DEFINE_integer("phase2_epochs", 3, "Phase-2 epochs.")
 flags.DEFINE_bool("small", False, "A much smaller, one-minute smoke run.")
 flags.DEFINE_string("output", None, "Optional JSON file for the results.")
 flags.DEFINE_integer("seed", 0, "Seed.")
