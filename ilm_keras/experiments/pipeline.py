@@ -213,16 +213,7 @@ def pretrain_qformer(split, user_table, item_table, config, callbacks=None):
         seed=config.seed,
     )
     qformer = QFormer(
-        vocabulary_size=tokenizer.vocabulary_size(),
-        cf_dim=item_table.shape[1],
-        num_layers=config.qformer_layers,
-        hidden_dim=config.qformer_hidden,
-        num_heads=config.qformer_heads,
-        intermediate_dim=4 * config.qformer_hidden,
-        num_query_tokens=config.num_query_tokens,
-        max_text_length=config.qformer_text_length,
-        num_cf_tokens=config.num_cf_tokens,
-        dropout=0.1,
+        **qformer_config(item_table, config, tokenizer.vocabulary_size())
     )
     pretrainer = QFormerPretrainer(
         qformer,
@@ -244,11 +235,12 @@ def pretrain_qformer(split, user_table, item_table, config, callbacks=None):
     return qformer, history
 
 
-def qformer_config(item_table, config):
-    """The config dict of the `QFormer` `pretrain_qformer` builds (for
-    `ilm_rand`, which needs the architecture but not the weights)."""
+def qformer_config(item_table, config, vocabulary_size=2000):
+    """The config dict of the `QFormer` that `pretrain_qformer` builds; also
+    used alone for `ilm_rand`, which needs the architecture but not the
+    weights (nor the text tower's vocabulary, unused in phase 2)."""
     return dict(
-        vocabulary_size=2000,
+        vocabulary_size=vocabulary_size,
         cf_dim=int(item_table.shape[1]),
         num_layers=config.qformer_layers,
         hidden_dim=config.qformer_hidden,
