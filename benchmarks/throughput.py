@@ -7,13 +7,20 @@ Sections (`--sections`):
   `[queries; text]` rows and the same CF key/value tokens, same shape, same
   loss (mean square of all outputs). HF is timed eager and, with
   `--torch_compile`, under `torch.compile`. MFU uses `--peak_tflops`.
-- `phase1`: one full `QFormerPretrainer` step (item-text batch: contrastive +
-  generation + matching, 3 Q-Former passes plus the 3B matching pass).
+- `phase1`: full `QFormerPretrainer` steps with every loss (`losses="all"`:
+  item-text batches with contrastive + generation + matching, alternating
+  with item-item and user-item contrastive batches); the average step.
+- `phase2`: `ItemLanguageModel` steps (Q-Former encoder + adaptor trained,
+  Llama backbone frozen) on sequential-recommendation prompts with
+  `--phase2_history` item mentions and a user mention each.
 
-Writes a markdown table with the machine, versions and this command to
-`--output`. Ratios > 1 mean ilm_keras is faster.
+Ours is timed in steady state inside one `fit` (a callback reads the clock
+every `--steps` steps; the first chunk, which compiles, is not counted), as
+a user's phase-1 or phase-2 `fit` runs. Writes a markdown table with the
+machine, versions and this command to `--output`. Ratios > 1 mean ilm_keras
+is faster.
 
-    KERAS_BACKEND=jax python benchmarks/throughput.py --sections qformer,phase1
+    KERAS_BACKEND=tensorflow python benchmarks/throughput.py --torch_threads 2
 """
 
 import os
@@ -25,7 +32,7 @@ from absl import app
 from absl import flags
 
 FLAGS = flags.FLAGS
-flags.DEFINE_list("sections", ["qformer", "phase1"], "What to measure.")
+flags.DEFINE_list("sections", ["qformer", "phase1", "phase2"], "What to measure.")
 flags.DEFINE_integer("batch_size", 16, "Examples per step.")
 flags.DEFINE_integer("hidden_dim", 256, "Q-Former width.")
 flags.DEFINE_integer("num_layers", 4, "Q-Former layers.")
@@ -35,7 +42,7 @@ flags.DEFINE_integer("text_length", 32, "Text tokens.")
 flags.DEFINE_integer("num_cf_tokens", 8, "CF key/value tokens.")
 flags.DEFINE_integer("cf_dim", 64, "CF embedding dimension.")
 flags.DEFINE_integer("vocabulary_size", 8000, "Text vocabulary.")
-flags.DEFINE_integer("steps", 10, "Timed steps per measurement.")
+flags.DEFINE_integer("steps", 12, "Timed steps per chunk (a multiple of 3 keeps phase-1 batch kinds even).")
 flags.DEFINE_integer("repeats", 3, "Measurements; the median is reported.")
 flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "Compute dtype.")
 flags.DEFINE_list(
@@ -45,9 +52,22 @@ flags.DEFINE_list(
     "the torch peer; 'mixed_bfloat16' keeps float32 master weights.")
 flags.DEFINE_integer("steps_per_execution", 1, "Keras steps per execution.")
 flags.DEFINE_bool("torch_compile", False, "Also time HF under torch.compile.")
+flags.DEFINE_bool(
+    "jit_compile", True,
+    "Compile our models with XLA. JAX always does; on TensorFlow Keras' "
+    "default ('auto') turns XLA off on CPU-only machines, which costs ~1.4x "
+    "on the Q-Former step (--nojit_compile measures that). Applies to the "
+    "qformer section; phase1/phase2 keep Keras' default (the pretrainer's "
+    "TensorFlow batch-kind dispatch does not compile under XLA).")
 flags.DEFINE_float("peak_tflops", 0.0, "Device peak TFLOP/s for MFU (0: skip).")
 flags.DEFINE_string("device", "cpu", "torch device for the HF peer.")
 flags.DEFINE_integer("torch_threads", 0, "torch CPU threads (0: torch's default).")
+flags.DEFINE_integer("llm_layers", 4, "phase2: Llama backbone layers.")
+flags.DEFINE_integer("llm_hidden", 256, "phase2: Llama backbone width.")
+flags.DEFINE_integer("llm_heads", 8, "phase2: Llama backbone heads.")
+flags.DEFINE_integer("phase2_query_tokens", 4,
+                     "phase2: soft tokens per mentioned item/user.")
+flags.DEFINE_integer("phase2_history", 10, "phase2: items mentioned per prompt.")
 flags.DEFINE_string(
     "output", "benchmarks/results/throughput.md", "Markdown results file."
 )
@@ -62,6 +82,33 @@ def qformer_flops_per_example(h, layers, n, text, k, inter, cross_every=1):
         if i % cross_every == 0:
             macs += n * 2 * h * h + k * 2 * h * h + 2 * n * k * h
     return 3 * 2 * macs
+
+
+def _fit_seconds_per_step(model, x, **fit_kwargs):
+    """Median seconds per step over `--repeats` chunks of `--steps` steps of
+    one `model.fit` (plus a first, compiling chunk that is not counted).
+
+    The clock is read at chunk ends after fetching the loss, which waits for
+    the device, so asynchronous dispatch cannot hide work.
+    """
+    import keras
+
+    spe = FLAGS.steps_per_execution
+    chunk = FLAGS.steps * spe
+    marks = []
+
+    class Clock(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            if (batch + 1) % chunk == 0:
+                float(keras.ops.convert_to_numpy(logs["loss"]))
+                marks.append(time.perf_counter())
+
+    model.fit(x, steps_per_epoch=(FLAGS.repeats + 1) * chunk, epochs=1,
+              callbacks=[Clock()], verbose=0, **fit_kwargs)
+    chunks = sorted(b - a for a, b in zip(marks, marks[1:]))
+    if len(chunks) < FLAGS.repeats:
+        raise RuntimeError(f"Expected {FLAGS.repeats} timed chunks, got {len(chunks)}.")
+    return chunks[len(chunks) // 2] / chunk
 
 
 def _median_seconds(run, steps, repeats):
@@ -115,33 +162,27 @@ def time_ours_qformer(policy):
     )
     model = Step(qformer)
     model.compile(optimizer=keras.optimizers.AdamW(1e-4),
-                  steps_per_execution=FLAGS.steps_per_execution)
+                  steps_per_execution=FLAGS.steps_per_execution,
+                  jit_compile=FLAGS.jit_compile or "auto")
     # The same batch, repeated: `fit` on arrays needs no TensorFlow.
     batch = _data(np)
-    longest = max(3, FLAGS.steps) * FLAGS.steps_per_execution
-    data = {k: np.concatenate([v] * longest) for k, v in batch.items()}
-
-    def run(steps):
-        rows = steps * FLAGS.steps_per_execution * FLAGS.batch_size
-        model.fit({k: v[:rows] for k, v in data.items()},
-                  batch_size=FLAGS.batch_size, shuffle=False, epochs=1, verbose=0)
-
-    run(3)  # compile
+    copies = (FLAGS.repeats + 1) * FLAGS.steps * FLAGS.steps_per_execution
+    data = {k: np.concatenate([v] * copies) for k, v in batch.items()}
+    seconds = _fit_seconds_per_step(model, data, batch_size=FLAGS.batch_size,
+                                    shuffle=False)
     keras.config.set_dtype_policy("float32")
-    seconds = _median_seconds(run, FLAGS.steps, FLAGS.repeats)
-    return seconds / FLAGS.steps_per_execution, qformer.count_params()
+    return seconds, qformer.count_params()
 
 
-def time_hf_qformer(compiled):
-    import numpy as np
+def hf_peer_model():
+    """HF `Blip2QFormerModel` plus the pieces ours has (learned queries, word
+    and position embeddings, the CF -> k tokens projection), at the flags'
+    shape; `forward(cf, token_ids)` returns the benchmark's loss."""
     import torch
     from transformers import Blip2QFormerConfig
     from transformers import Blip2QFormerModel
 
     torch.manual_seed(0)
-    if FLAGS.torch_threads:
-        torch.set_num_threads(FLAGS.torch_threads)
-    device = torch.device(FLAGS.device)
     h = FLAGS.hidden_dim
     config = Blip2QFormerConfig(
         vocab_size=FLAGS.vocabulary_size, hidden_size=h,
@@ -153,9 +194,6 @@ def time_hf_qformer(compiled):
     )
 
     class Peer(torch.nn.Module):
-        """HF Q-Former plus the pieces ours has: queries, word/position
-        embeddings and the CF -> k tokens projection."""
-
         def __init__(self):
             super().__init__()
             self.qformer = Blip2QFormerModel(config)
@@ -176,8 +214,18 @@ def time_hf_qformer(compiled):
                                encoder_hidden_states=kv).last_hidden_state
             return (out.float() ** 2).mean()
 
+    return Peer()
+
+
+def time_hf_qformer(compiled):
+    import numpy as np
+    import torch
+
+    if FLAGS.torch_threads:
+        torch.set_num_threads(FLAGS.torch_threads)
+    device = torch.device(FLAGS.device)
     dtype = torch.bfloat16 if FLAGS.dtype == "bfloat16" else torch.float32
-    model = Peer().to(device=device, dtype=dtype)
+    model = hf_peer_model().to(device=device, dtype=dtype)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
     data = _data(np)
     cf = torch.tensor(data["cf_embedding"], device=device, dtype=dtype)
@@ -203,7 +251,19 @@ def time_hf_qformer(compiled):
     return _median_seconds(run, FLAGS.steps, FLAGS.repeats)
 
 
+def _qformer(ilm_keras, num_query_tokens, dropout):
+    return ilm_keras.QFormer(
+        vocabulary_size=FLAGS.vocabulary_size, cf_dim=FLAGS.cf_dim,
+        num_layers=FLAGS.num_layers, hidden_dim=FLAGS.hidden_dim,
+        num_heads=FLAGS.num_heads, intermediate_dim=4 * FLAGS.hidden_dim,
+        num_query_tokens=num_query_tokens,
+        max_text_length=FLAGS.text_length, num_cf_tokens=FLAGS.num_cf_tokens,
+        dropout=dropout,
+    )
+
+
 def time_phase1_step():
+    """Seconds per `QFormerPretrainer` step with every loss enabled."""
     import keras
     import numpy as np
 
@@ -212,32 +272,77 @@ def time_phase1_step():
     if FLAGS.dtype == "bfloat16":
         keras.config.set_dtype_policy("mixed_bfloat16")
     rng = np.random.default_rng(0)
-    num_items = 4 * FLAGS.batch_size
+    num_items = num_users = 4 * FLAGS.batch_size
     item_table = rng.normal(size=(num_items, FLAGS.cf_dim)).astype("float32")
+    user_table = rng.normal(size=(num_users, FLAGS.cf_dim)).astype("float32")
     token_ids = rng.integers(6, FLAGS.vocabulary_size,
                              (num_items, FLAGS.text_length)).astype("int32")
     token_ids[:, 0] = 2
     mask = np.ones_like(token_ids, bool)
     dataset, _ = ilm_keras.make_phase1_dataset(
         item_table, item_text=(np.arange(num_items), token_ids, mask),
-        losses="it", batch_size=FLAGS.batch_size)
-    qformer = ilm_keras.QFormer(
-        vocabulary_size=FLAGS.vocabulary_size, cf_dim=FLAGS.cf_dim,
-        num_layers=FLAGS.num_layers, hidden_dim=FLAGS.hidden_dim,
-        num_heads=FLAGS.num_heads, intermediate_dim=4 * FLAGS.hidden_dim,
-        num_query_tokens=FLAGS.num_query_tokens,
-        max_text_length=FLAGS.text_length, num_cf_tokens=FLAGS.num_cf_tokens,
-        dropout=0.1,
-    )
-    model = ilm_keras.QFormerPretrainer(qformer, losses="it")
-    model.compile(optimizer=keras.optimizers.AdamW(1e-4))
-
-    def run(steps):
-        model.fit(dataset, steps_per_epoch=steps, epochs=1, verbose=0)
-
-    run(3)
+        item_item=rng.integers(0, num_items, (num_items, 2)),
+        user_item=np.stack([np.arange(num_users),
+                            rng.integers(0, num_items, num_users)], 1),
+        user_table=user_table, losses="all", batch_size=FLAGS.batch_size)
+    qformer = _qformer(ilm_keras, FLAGS.num_query_tokens, dropout=0.1)
+    model = ilm_keras.QFormerPretrainer(qformer, losses="all")
+    model.compile(optimizer=keras.optimizers.AdamW(1e-4),
+                  steps_per_execution=FLAGS.steps_per_execution)
+    seconds = _fit_seconds_per_step(model, dataset)
     keras.config.set_dtype_policy("float32")
-    return _median_seconds(run, FLAGS.steps, FLAGS.repeats)
+    return seconds
+
+
+def time_phase2_step():
+    """Seconds per `ItemLanguageModel` step (Q-Former encoder, frozen LLM)."""
+    import keras
+    import numpy as np
+
+    import ilm_keras
+    from ilm_keras.llm import OpenP5Tokenizer
+    from ilm_keras.llm import make_llama_backbone
+
+    if FLAGS.dtype == "bfloat16":
+        keras.config.set_dtype_policy("mixed_bfloat16")
+    rng = np.random.default_rng(0)
+    num_items, num_users, n = 1000, 500, FLAGS.phase2_history
+    tokenizer = OpenP5Tokenizer.from_texts([])
+    backbone = make_llama_backbone(
+        tokenizer.vocabulary_size(), num_layers=FLAGS.llm_layers,
+        hidden_dim=FLAGS.llm_hidden, num_heads=FLAGS.llm_heads)
+    preprocessor = ilm_keras.ItemLanguageModelPreprocessor(
+        tokenizer, item_ids=[str(i) for i in range(num_items)],
+        user_ids=[str(u) for u in range(num_users)],
+        sequence_length=(n + 1) * (FLAGS.phase2_query_tokens + 8) + 32,
+        max_mentions=n + 1)
+    model = ilm_keras.ItemLanguageModel(
+        backbone=backbone, preprocessor=preprocessor, item_encoder="ilm",
+        qformer=_qformer(ilm_keras, FLAGS.phase2_query_tokens, dropout=0.1),
+        item_embeddings=rng.normal(size=(num_items, FLAGS.cf_dim)).astype("float32"),
+        user_embeddings=rng.normal(size=(num_users, FLAGS.cf_dim)).astype("float32"),
+    )
+    rows = FLAGS.batch_size * 4
+    prompts, responses = [], []
+    for _ in range(rows):
+        items = rng.integers(0, num_items, n + 1)
+        history = " , ".join(f"item_{i}" for i in items[:-1])
+        prompts.append(f"user_{rng.integers(num_users)} has bought {history} ; "
+                       "what will the user buy next ?")
+        responses.append(f"item_{items[-1]}")
+    x, y, weight = preprocessor({"prompts": prompts, "responses": responses})
+    model.compile(optimizer=keras.optimizers.AdamW(1e-4),
+                  steps_per_execution=FLAGS.steps_per_execution)
+    copies = -(-(FLAGS.repeats + 1) * FLAGS.steps * FLAGS.steps_per_execution
+               * FLAGS.batch_size // rows)
+    repeat = lambda a: np.concatenate([np.asarray(a)] * copies)
+    seconds = _fit_seconds_per_step(
+        model, {k: repeat(v) for k, v in x.items()}, y=repeat(y),
+        sample_weight=repeat(weight), batch_size=FLAGS.batch_size,
+        shuffle=False)
+    keras.config.set_dtype_policy("float32")
+    trainable = sum(int(np.prod(v.shape)) for v in model.trainable_variables)
+    return seconds, int(x["token_ids"].shape[1]), trainable
 
 
 def main(argv):
@@ -270,7 +375,8 @@ def main(argv):
         for policy, (seconds, _) in timings.items():
             rows.append((f"Q-Former step (ilm_keras, {keras.backend.backend()}, "
                          f"{policy}, steps_per_execution "
-                         f"{FLAGS.steps_per_execution})",
+                         f"{FLAGS.steps_per_execution}, jit_compile "
+                         f"{FLAGS.jit_compile or 'auto'})",
                          b / seconds, ours / seconds, mfu(seconds)))
         for name, seconds in peers.items():
             rows.append((name + f" ({FLAGS.device})", b / seconds,
@@ -278,8 +384,16 @@ def main(argv):
         print(f"Q-Former parameters: {params:,}; training GFLOP/step {flops / 1e9:.2f}")
     if "phase1" in FLAGS.sections:
         seconds = time_phase1_step()
-        rows.append(("phase-1 step, item-text batch (ITC+ITG+ITM)",
+        rows.append(("phase-1 step, all losses (item-text ITC+ITG+ITM "
+                     "batches alternating with item-item and user-item)",
                      b / seconds, None, "-"))
+    if "phase2" in FLAGS.sections:
+        seconds, length, trainable = time_phase2_step()
+        rows.append((f"phase-2 step (Llama {FLAGS.llm_layers} layers x "
+                     f"{FLAGS.llm_hidden} frozen; {FLAGS.phase2_history} items"
+                     f" + 1 user per prompt x {FLAGS.phase2_query_tokens} "
+                     f"soft tokens; sequence {length}; {trainable:,} "
+                     "trainable)", b / seconds, None, "-"))
 
     versions = f"keras {keras.__version__}"
     for module in ("jax", "tensorflow"):
@@ -302,7 +416,9 @@ def main(argv):
         f"Machine: {platform.processor() or platform.machine()}, "
         f"{os.cpu_count()} CPUs; {versions}",
         "",
-        f"Shape: {shape}. Median of {FLAGS.repeats} x {FLAGS.steps} steps after warm-up.",
+        f"Shape: {shape}. Median of {FLAGS.repeats} chunks of {FLAGS.steps} "
+        "steps (ours: inside one `fit`, after a compiling chunk; HF: after "
+        "3 warm-up steps).",
         "",
         "| what | examples/s | speed-up of ilm_keras (first row) vs this | MFU |",
         "|---|---|---|---|",
