@@ -36,6 +36,44 @@ def _checked_indices(indices, size, what):
     return indices
 
 
+def _item_text_stream(item_text, item_table, items_tf):
+    """Validates the item-text pairs; returns their `(name, arrays,
+    to_batch)` stream."""
+    import tensorflow as tf
+
+    items, token_ids, padding_mask = item_text
+    cf_dim = item_table.shape[1]
+    items = _checked_indices(items, len(item_table), "item")
+    token_ids = np.asarray(token_ids, dtype="int32")
+    padding_mask = np.asarray(padding_mask, dtype="bool")
+    if token_ids.shape != padding_mask.shape or len(token_ids) != len(items):
+        raise ValueError(
+            "item_text must be (items [P], token_ids [P, L], padding_mask "
+            f"[P, L]); got {items.shape}, {token_ids.shape}, "
+            f"{padding_mask.shape}."
+        )
+    if len(padding_mask) and not padding_mask[:, 0].all():
+        raise ValueError(
+            f"Empty text for item {int(items[~padding_mask[:, 0]][0])}: every "
+            "text needs at least one token."
+        )
+    text_length = token_ids.shape[1]
+
+    def text_batch(item, ids, mask):
+        size = tf.shape(item)[0]
+        return {
+            "kind": tf.fill([size], ITEM_TEXT),
+            "cf_a": tf.gather(items_tf, item),
+            "id_a": item,
+            "cf_b": tf.zeros((0, cf_dim)),
+            "id_b": tf.zeros((0,), "int64"),
+            "token_ids": ids,
+            "padding_mask": mask,
+        }
+
+    return "item-text", (items, token_ids, padding_mask), text_batch
+
+
 def make_phase1_dataset(
     item_table,
     item_text=None,
@@ -67,8 +105,9 @@ def make_phase1_dataset(
         item_item: `[P, 2]` int item-index pairs (consecutive items).
         user_item: `[P, 2]` int `(user index, item index)` pairs.
         user_table: `[num_users, cf_dim]` user CF embeddings (for user-item).
-        losses: `"it"`, `"it_ii"`, `"it_ui"` or `"all"`; the kinds needed by
-            these losses must be given.
+        losses: `"it"`, `"it_ii"`, `"it_ui"`, `"all"` or `"ii_ui"`; the kinds
+            needed by these losses must be given (`item_text` may be None
+            for `"ii_ui"`).
         batch_size: int >= 2, examples per batch (incomplete last batches of
             a pass are dropped).
         shuffle: bool, reshuffle every pass.
@@ -78,7 +117,8 @@ def make_phase1_dataset(
 
     Returns:
         `(dataset, steps_per_epoch)`; one epoch is one pass over the
-        item-text pairs with as many batches of each other enabled kind.
+        item-text pairs (the item-item pairs for `"ii_ui"`) with as many
+        batches of each other enabled kind.
 
     Example:
     ```python
@@ -102,47 +142,22 @@ def make_phase1_dataset(
     enabled = LOSS_SETS[losses]
     item_table = _checked_table(item_table, "item_table")
     cf_dim = item_table.shape[1]
-    if item_text is None:
-        raise ValueError(f"losses={losses!r} needs item_text pairs.")
-    items, token_ids, padding_mask = item_text
-    items = _checked_indices(items, len(item_table), "item")
-    token_ids = np.asarray(token_ids, dtype="int32")
-    padding_mask = np.asarray(padding_mask, dtype="bool")
-    if token_ids.shape != padding_mask.shape or len(token_ids) != len(items):
-        raise ValueError(
-            "item_text must be (items [P], token_ids [P, L], padding_mask "
-            f"[P, L]); got {items.shape}, {token_ids.shape}, "
-            f"{padding_mask.shape}."
-        )
-    if len(padding_mask) and not padding_mask[:, 0].all():
-        raise ValueError(
-            f"Empty text for item {int(items[~padding_mask[:, 0]][0])}: every "
-            "text needs at least one token."
-        )
-    text_length = token_ids.shape[1]
-    items_tf = tf.constant(item_table)
-
     streams = []  # (kind, arrays, to_batch)
+    items_tf = tf.constant(item_table)
+    if "itc" in enabled:
+        if item_text is None:
+            raise ValueError(f"losses={losses!r} needs item_text pairs.")
+        streams.append(_item_text_stream(item_text, item_table, items_tf))
+        text_length = np.asarray(item_text[1]).shape[1]
+    else:
+        # Pair batches still carry (empty) text fields; any width will do.
+        text_length = 1
 
     def no_text(size):
         return {
             "token_ids": tf.zeros((0, text_length), "int32"),
             "padding_mask": tf.zeros((0, text_length), "bool"),
         }
-
-    def text_batch(item, ids, mask):
-        size = tf.shape(item)[0]
-        return {
-            "kind": tf.fill([size], ITEM_TEXT),
-            "cf_a": tf.gather(items_tf, item),
-            "id_a": item,
-            "cf_b": tf.zeros((0, cf_dim)),
-            "id_b": tf.zeros((0,), "int64"),
-            "token_ids": ids,
-            "padding_mask": mask,
-        }
-
-    streams.append(("item-text", (items, token_ids, padding_mask), text_batch))
 
     if "ii" in enabled:
         if item_item is None:
@@ -218,5 +233,6 @@ def make_phase1_dataset(
     dataset = tf.data.Dataset.choose_from_datasets(
         datasets, choice, stop_on_empty_dataset=False
     )
-    steps_per_epoch = len(streams) * max(1, math.floor(len(items) / batch_size))
+    first = len(streams[0][1][0])
+    steps_per_epoch = len(streams) * max(1, math.floor(first / batch_size))
     return dataset.prefetch(tf.data.AUTOTUNE), steps_per_epoch

@@ -43,6 +43,7 @@ from ilm_keras.models.item_language_model_preprocessor import (
     ItemLanguageModelPreprocessor,
 )
 from ilm_keras.models.qformer import QFormer
+from ilm_keras.models.qformer_pretrainer import LOSS_SETS
 from ilm_keras.models.qformer_pretrainer import QFormerPretrainer
 from ilm_keras.models.qformer_tokenizer import QFormerTokenizer
 
@@ -66,7 +67,9 @@ class PipelineConfig:
         qformer_layers, qformer_hidden, qformer_heads, num_query_tokens,
         num_cf_tokens, qformer_text_length: the Q-Former (N = num_query_tokens
             soft tokens per mention for `ilm` / `ilm_rand`).
-        phase1_losses: `"it"`, `"it_ii"`, `"it_ui"` or `"all"`.
+        phase1_losses: `"it"`, `"it_ii"`, `"it_ui"`, `"all"`, or `"ii_ui"`
+            (no item texts needed).
+        phase1_steps_per_epoch: optional cap on phase-1 batches per epoch.
         phase1_epochs, phase1_batch_size, phase1_learning_rate: phase 1.
         llm_layers, llm_hidden, llm_heads: the pretrained decoder.
         llm_epochs, llm_batch_size, llm_learning_rate: its pretraining.
@@ -104,6 +107,7 @@ class PipelineConfig:
     phase1_epochs: int = 10
     phase1_batch_size: int = 32
     phase1_learning_rate: float = 1e-3
+    phase1_steps_per_epoch: int = None
     llm_layers: int = 2
     llm_hidden: int = 64
     llm_heads: int = 4
@@ -182,29 +186,41 @@ def cf_retrieval_metrics(ials, split, subset, exclude_history, ks=(5, 10),
 def pretrain_qformer(split, user_table, item_table, config, callbacks=None):
     """Phase 1: a `QFormer` pretrained with `config.phase1_losses`.
 
-    Item-text pairs come from `data.item_texts` (required: item-text losses
-    are part of every loss set); item-item and user-item pairs from the
+    Item-text pairs come from `data.item_texts` (required unless
+    `phase1_losses="ii_ui"`, which trains the item-item and user-item
+    contrastive losses alone); item-item and user-item pairs from the
     training sequences.
 
     Returns:
         `(qformer, history)`.
     """
     data = split.data
-    items, texts = ild.item_text_pairs(data)
-    if len(items) == 0:
+    text_free = "itc" not in LOSS_SETS[config.phase1_losses]
+    has_texts = any(data.item_texts or [])
+    if not has_texts and not text_free:
         raise ValueError(
-            f"{data.name}: no item texts, so phase 1 (whose every loss set "
-            "includes the item-text losses) cannot run; use variant "
-            "'ilm_rand' or load item texts."
+            f"{data.name}: no item texts, so phase 1 with "
+            f"phase1_losses={config.phase1_losses!r} cannot run; use "
+            "phase1_losses='ii_ui' (item-item and user-item contrastive "
+            "only), variant 'ilm_rand', or load item texts."
         )
-    items = np.asarray(items)
-    tokenizer = QFormerTokenizer.train(
-        texts, vocabulary_size=2000, sequence_length=config.qformer_text_length
-    )
-    token_ids, padding_mask = tokenizer.encode(list(texts))
+    if text_free:
+        # The text tower is not trained; a vocabulary of the six special
+        # tokens (+2) sizes its unused embedding.
+        vocabulary_size, dec_token_id, item_text = 8, 4, None
+    else:
+        items, texts = ild.item_text_pairs(data)
+        tokenizer = QFormerTokenizer.train(
+            texts, vocabulary_size=2000,
+            sequence_length=config.qformer_text_length,
+        )
+        token_ids, padding_mask = tokenizer.encode(list(texts))
+        vocabulary_size = tokenizer.vocabulary_size()
+        dec_token_id = tokenizer.dec_token_id
+        item_text = (np.asarray(items), token_ids, padding_mask)
     dataset, steps = make_phase1_dataset(
         item_table,
-        item_text=(items, token_ids, padding_mask),
+        item_text=item_text,
         item_item=ild.item_item_pairs(split.train_sequences),
         user_item=ild.user_item_pairs(split.train_sequences),
         user_table=user_table,
@@ -212,14 +228,16 @@ def pretrain_qformer(split, user_table, item_table, config, callbacks=None):
         batch_size=config.phase1_batch_size,
         seed=config.seed,
     )
+    if config.phase1_steps_per_epoch:
+        steps = config.phase1_steps_per_epoch
     qformer = QFormer(
-        **qformer_config(item_table, config, tokenizer.vocabulary_size())
+        **qformer_config(item_table, config, vocabulary_size)
     )
     pretrainer = QFormerPretrainer(
         qformer,
         losses=config.phase1_losses,
         embed_dim=64,
-        dec_token_id=tokenizer.dec_token_id,
+        dec_token_id=dec_token_id,
         seed=config.seed,
     )
     pretrainer.compile(
@@ -284,22 +302,27 @@ def training_pairs(split, config, epoch):
 
 def sequence_length_for(split, tokenizer, num_soft_tokens, config):
     """A `sequence_length` that fits every prompt + response of `split`
-    (the longest history with every template), rounded up to 16."""
+    with every template, rounded up to 16.
+
+    Measured on a worst case: the user and the items whose mentions take
+    the most tokens, with a history of `config.max_history` items."""
+    data = split.data
+
+    def costliest(prefix, ids):
+        return int(np.argmax([len(tokenizer(f"{prefix}_{i}")) for i in ids]))
+
+    user = costliest("user", data.user_index)
+    item = costliest("item", data.item_index)
+    worst = ild.SequenceExamples(
+        np.array([user]), [np.full(config.max_history, item)], np.array([item])
+    )
     longest = 0
-    for subset in ("valid", "test"):
-        examples = split.examples(subset)
-        sizes = [len(h) for h in examples.histories]
-        j = int(np.argmax(sizes))
-        one = ild.SequenceExamples(
-            examples.users[j : j + 1], examples.histories[j : j + 1],
-            examples.targets[j : j + 1],
-        )
-        for task, spec in ild.RECOMMENDATION_TASKS.items():
-            for template in list(range(len(spec.seen))) + ["unseen"]:
-                (prompt, target), = ild.prompt_pairs(split.data, one, task, template)
-                mentions = len(re.findall(r"(?:item|user)_\d+", prompt))
-                length = len(tokenizer(prompt)) + mentions * num_soft_tokens
-                longest = max(longest, length + len(tokenizer(target)))
+    for task, spec in ild.RECOMMENDATION_TASKS.items():
+        for template in list(range(len(spec.seen))) + ["unseen"]:
+            (prompt, target), = ild.prompt_pairs(data, worst, task, template)
+            mentions = len(re.findall(r"(?:item|user)_\d+", prompt))
+            length = len(tokenizer(prompt)) + mentions * num_soft_tokens
+            longest = max(longest, length + len(tokenizer(target)))
     if config.describe_items:
         for prompt, text in describe_pairs(split.data):
             longest = max(longest, len(tokenizer(prompt)) + num_soft_tokens

@@ -12,6 +12,9 @@ LOSS_SETS = {
     "it_ii": ("itc", "itg", "itm", "ii"),
     "it_ui": ("itc", "itg", "itm", "ui"),
     "all": ("itc", "itg", "itm", "ii", "ui"),
+    # No item texts (e.g. OpenP5's Amazon splits): CF-only contrastive
+    # pretraining, item-item and user-item.
+    "ii_ui": ("ii", "ui"),
 }
 ALL_LOSSES = ("itc", "itg", "itm", "ii", "ui")
 # The `kind` of every example in a batch (see `ilm_keras.data.phase1_batches`).
@@ -152,7 +155,8 @@ class QFormerPretrainer(keras.Model):
 
     Args:
         qformer: the `QFormer` to train.
-        losses: `"it"`, `"it_ii"`, `"it_ui"` or `"all"`.
+        losses: `"it"`, `"it_ii"`, `"it_ui"`, `"all"`, or `"ii_ui"` (item-item
+            and user-item only, for data without item texts).
         embed_dim: int, contrastive projection width (BLIP-2: 256).
         query_selection: `"positive"` or `"max"` (see above).
         itm_head: `"text_cls"` or `"query_mean"` (see above).

@@ -135,6 +135,39 @@ def test_dataset_only_builds_enabled_kinds(problem):
     assert steps == 2 * 6
 
 
+def test_text_free_pretraining_uses_pairs_only(problem):
+    """`ii_ui` needs no item texts (OpenP5's Amazon splits have none)."""
+    ds, steps = make_phase1_dataset(
+        problem["planted"]["item_factors"],
+        item_item=problem["item_item"],
+        user_item=problem["user_item"],
+        user_table=problem["planted"]["user_factors"],
+        losses="ii_ui",
+        batch_size=8,
+    )
+    assert steps == 2 * (len(problem["item_item"]) // 8)
+    assert [int(b["kind"][0]) for b in first_batches(ds, 4)] == [1, 2, 1, 2]
+    pretrainer = tiny_pretrainer(problem, losses="ii_ui")
+    fixed = first_batches(ds, 4)  # two item-item, two user-item batches
+
+    def losses():
+        outputs = [pretrainer(b, training=False) for b in fixed]
+        return {
+            name: float(sum(keras.ops.convert_to_numpy(o[name]) for o in outputs))
+            for name in ("ii", "ui")
+        }
+
+    before = losses()
+    pretrainer.compile(optimizer=keras.optimizers.Adam(2e-3))
+    history = pretrainer.fit(ds, steps_per_epoch=8, epochs=6, verbose=0).history
+    assert set(history) == {"loss", "ii_loss", "ui_loss"}
+    after = losses()
+    for name in ("ii", "ui"):
+        assert after[name] < before[name], (name, before, after)
+    with pytest.raises(ValueError, match="needs item_text"):
+        make_phase1_dataset(problem["planted"]["item_factors"], losses="it")
+
+
 def test_dataset_errors_name_the_problem(problem):
     table = problem["planted"]["item_factors"].copy()
     table[3, 1] = np.nan
