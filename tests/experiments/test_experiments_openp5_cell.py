@@ -3,6 +3,8 @@
 import json
 import os
 
+import pytest
+
 from ilm_keras import data as ild
 from ilm_keras.experiments import PipelineConfig
 from ilm_keras.experiments.openp5 import run_openp5_cell
@@ -50,3 +52,56 @@ def test_cells_share_phases_and_resume(tmp_path):
     with open(tmp_path / "mlp" / "results.json") as f:
         assert again == json.load(f)
     assert logs and "done" in logs[0]
+
+
+class _Killed(Exception):
+    pass
+
+
+def test_a_cell_killed_mid_training_resumes_from_its_last_epoch(
+    tmp_path, monkeypatch
+):
+    """Phase 2 dies in its second epoch; the rerun starts at that epoch
+    (not from scratch) and keeps the first epoch's validation score."""
+    import keras
+
+    from ilm_keras.experiments import openp5
+
+    data, _ = ild.make_synthetic_data(num_users=30, num_items=20, num_clusters=2,
+                                      interactions_per_user=5)
+    data = ild.random_indexing(data, seed=0)
+    train_phase2 = openp5.pl.train_phase2
+    epochs_begun = []
+
+    class Kill(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            if self._epoch == 1:  # mid-way through the second epoch
+                raise _Killed()
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self._epoch = epoch
+
+    class Record(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            epochs_begun.append(epoch)
+
+    def with_callback(callback):
+        def run(model, split, config, callbacks=None, checkpoint_path=None):
+            return train_phase2(model, split, config,
+                                callbacks=list(callbacks or []) + [callback],
+                                checkpoint_path=checkpoint_path)
+        return run
+
+    out = str(tmp_path / "mlp")
+    monkeypatch.setattr(openp5.pl, "train_phase2", with_callback(Kill()))
+    with pytest.raises(_Killed):
+        run_openp5_cell(data, "mlp", CONFIG, out, log=lambda _: None)
+    assert not os.path.exists(os.path.join(out, "results.json"))
+
+    monkeypatch.setattr(openp5.pl, "train_phase2", with_callback(Record()))
+    logs = []
+    resumed = run_openp5_cell(data, "mlp", CONFIG, out, log=logs.append)
+    assert epochs_begun == [1]
+    assert [s["epoch"] for s in resumed["valid_per_epoch"]] == [0, 1]
+    # CF and the LLM were finished before the kill: loaded, not retrained.
+    assert any("loaded" in line and "llm_backbone.keras" in line for line in logs)
