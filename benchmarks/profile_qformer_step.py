@@ -50,16 +50,7 @@ def ours():
     import keras
     import numpy as np
 
-    import ilm_keras
-
-    qformer = ilm_keras.QFormer(
-        vocabulary_size=FLAGS.vocabulary_size, cf_dim=FLAGS.cf_dim,
-        num_layers=FLAGS.num_layers, hidden_dim=FLAGS.hidden_dim,
-        num_heads=FLAGS.num_heads, intermediate_dim=4 * FLAGS.hidden_dim,
-        num_query_tokens=FLAGS.num_query_tokens,
-        max_text_length=FLAGS.text_length, num_cf_tokens=FLAGS.num_cf_tokens,
-        cross_attention_frequency=1, dropout=0.0,
-    )
+    qformer = throughput.make_qformer(cross_attention_frequency=1, dropout=0.0)
     batch = throughput._data(np)
     qformer(batch, mode="matching")
     trainable = [v.value for v in qformer.trainable_variables]
@@ -195,11 +186,7 @@ def main(argv):
               "| pass | sub-layer | ms |", "|---|---|---|"]
     for (where, layer), seconds in by_layer.most_common(FLAGS.top):
         lines.append(f"| {where} | {layer} | {1e3 * seconds:.1f} |")
-    text = "\n".join(lines) + "\n"
-    print(text)
-    os.makedirs(os.path.dirname(FLAGS.output) or ".", exist_ok=True)
-    with open(FLAGS.output, "w") as f:
-        f.write(text)
+    throughput.write_report(lines, FLAGS.output)
 
 
 if __name__ == "__main__":

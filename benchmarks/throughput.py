@@ -130,11 +130,24 @@ def _data(np):
     }
 
 
+def make_qformer(**overrides):
+    """Our `QFormer` at the flags' shape (`overrides` win)."""
+    import ilm_keras
+
+    config = dict(
+        vocabulary_size=FLAGS.vocabulary_size, cf_dim=FLAGS.cf_dim,
+        num_layers=FLAGS.num_layers, hidden_dim=FLAGS.hidden_dim,
+        num_heads=FLAGS.num_heads, intermediate_dim=4 * FLAGS.hidden_dim,
+        num_query_tokens=FLAGS.num_query_tokens,
+        max_text_length=FLAGS.text_length, num_cf_tokens=FLAGS.num_cf_tokens,
+    )
+    config.update(overrides)
+    return ilm_keras.QFormer(**config)
+
+
 def time_ours_qformer(policy):
     import keras
     import numpy as np
-
-    import ilm_keras
 
     keras.config.set_dtype_policy(policy)
 
@@ -152,14 +165,7 @@ def time_ours_qformer(policy):
             t = keras.ops.cast(y_pred["text_outputs"], "float32")
             return keras.ops.mean(q * q) + keras.ops.mean(t * t)
 
-    qformer = ilm_keras.QFormer(
-        vocabulary_size=FLAGS.vocabulary_size, cf_dim=FLAGS.cf_dim,
-        num_layers=FLAGS.num_layers, hidden_dim=FLAGS.hidden_dim,
-        num_heads=FLAGS.num_heads, intermediate_dim=4 * FLAGS.hidden_dim,
-        num_query_tokens=FLAGS.num_query_tokens,
-        max_text_length=FLAGS.text_length, num_cf_tokens=FLAGS.num_cf_tokens,
-        cross_attention_frequency=1, dropout=0.0,
-    )
+    qformer = make_qformer(cross_attention_frequency=1, dropout=0.0)
     model = Step(qformer)
     model.compile(optimizer=keras.optimizers.AdamW(1e-4),
                   steps_per_execution=FLAGS.steps_per_execution,
@@ -251,17 +257,6 @@ def time_hf_qformer(compiled):
     return _median_seconds(run, FLAGS.steps, FLAGS.repeats)
 
 
-def _qformer(ilm_keras, num_query_tokens, dropout):
-    return ilm_keras.QFormer(
-        vocabulary_size=FLAGS.vocabulary_size, cf_dim=FLAGS.cf_dim,
-        num_layers=FLAGS.num_layers, hidden_dim=FLAGS.hidden_dim,
-        num_heads=FLAGS.num_heads, intermediate_dim=4 * FLAGS.hidden_dim,
-        num_query_tokens=num_query_tokens,
-        max_text_length=FLAGS.text_length, num_cf_tokens=FLAGS.num_cf_tokens,
-        dropout=dropout,
-    )
-
-
 def time_phase1_step():
     """Seconds per `QFormerPretrainer` step with every loss enabled."""
     import keras
@@ -285,7 +280,7 @@ def time_phase1_step():
         user_item=np.stack([np.arange(num_users),
                             rng.integers(0, num_items, num_users)], 1),
         user_table=user_table, losses="all", batch_size=FLAGS.batch_size)
-    qformer = _qformer(ilm_keras, FLAGS.num_query_tokens, dropout=0.1)
+    qformer = make_qformer(dropout=0.1)
     model = ilm_keras.QFormerPretrainer(qformer, losses="all")
     model.compile(optimizer=keras.optimizers.AdamW(1e-4),
                   steps_per_execution=FLAGS.steps_per_execution)
@@ -318,7 +313,8 @@ def time_phase2_step():
         max_mentions=n + 1)
     model = ilm_keras.ItemLanguageModel(
         backbone=backbone, preprocessor=preprocessor, item_encoder="ilm",
-        qformer=_qformer(ilm_keras, FLAGS.phase2_query_tokens, dropout=0.1),
+        qformer=make_qformer(num_query_tokens=FLAGS.phase2_query_tokens,
+                             dropout=0.1),
         item_embeddings=rng.normal(size=(num_items, FLAGS.cf_dim)).astype("float32"),
         user_embeddings=rng.normal(size=(num_users, FLAGS.cf_dim)).astype("float32"),
     )
@@ -426,10 +422,15 @@ def main(argv):
     for name, rate, ratio, util in rows:
         ratio_text = "-" if ratio is None else f"{ratio:.2f}x"
         lines.append(f"| {name} | {rate:.1f} | {ratio_text} | {util} |")
+    write_report(lines, FLAGS.output)
+
+
+def write_report(lines, path):
+    """Prints the markdown `lines` and writes them to `path`."""
     text = "\n".join(lines) + "\n"
     print(text)
-    os.makedirs(os.path.dirname(FLAGS.output) or ".", exist_ok=True)
-    with open(FLAGS.output, "w") as f:
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    with open(path, "w") as f:
         f.write(text)
 
 

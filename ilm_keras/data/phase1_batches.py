@@ -57,7 +57,6 @@ def _item_text_stream(item_text, item_table, items_tf):
             f"Empty text for item {int(items[~padding_mask[:, 0]][0])}: every "
             "text needs at least one token."
         )
-    text_length = token_ids.shape[1]
 
     def text_batch(item, ids, mask):
         size = tf.shape(item)[0]
