@@ -182,6 +182,13 @@ def main(argv):
     ]
     for (where, kind), seconds in sorted(by_kind.items()):
         lines.append(f"| {where} | {kind} | {1e3 * seconds:.1f} |")
+    busy = sum(by_kind.values()) / our_times["forward + backward"]
+    lines += [
+        "",
+        f"Kernel time / wall time of forward + backward: {busy:.2f}, i.e. XLA "
+        f"kept {busy:.2f} of the {os.cpu_count()} cores busy on average (torch "
+        "splits each matmul over its threads).",
+    ]
     lines += ["", "Largest sub-layers (all layers summed):", "",
               "| pass | sub-layer | ms |", "|---|---|---|"]
     for (where, layer), seconds in by_layer.most_common(FLAGS.top):

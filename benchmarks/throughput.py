@@ -55,7 +55,7 @@ flags.DEFINE_bool("torch_compile", False, "Also time HF under torch.compile.")
 flags.DEFINE_bool(
     "jit_compile", True,
     "Compile our models with XLA. JAX always does; on TensorFlow Keras' "
-    "default ('auto') turns XLA off on CPU-only machines, which costs ~1.4x "
+    "default ('auto') turns XLA off on CPU-only machines, which costs ~1.5x "
     "on the Q-Former step (--nojit_compile measures that). Applies to the "
     "qformer section; phase1/phase2 keep Keras' default (the pretrainer's "
     "TensorFlow batch-kind dispatch does not compile under XLA).")
