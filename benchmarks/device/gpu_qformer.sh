@@ -3,12 +3,7 @@
 # keras and keras-hub carried as wheels in .whl/, see benchmarks/README.md).
 # Results land in $OUT (or ./gpu_results).
 set -u
-OUT=${OUT:-gpu_results}; mkdir -p "$OUT"
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir \
-  --upgrade --target /tmp/site .whl/*.whl || exit 1
-export PYTHONPATH=/tmp/site:$PWD KERAS_BACKEND=jax PYTHONUNBUFFERED=1
-export XLA_PYTHON_CLIENT_MEM_FRACTION=0.45 TF_CPP_MIN_LOG_LEVEL=2
-nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | tee "$OUT/gpu.txt"
+source "$(dirname "$0")/setup.sh"
 python3 benchmarks/gpu_checks.py 2>&1 | grep -E "^(k=|GPU|devices)" | tee "$OUT/gpu_checks.txt"
 for width in 768 1024; do
   heads=$(( width / 64 ))

@@ -10,13 +10,7 @@
 # Run from the repository root; results land in $OUT (or ./gpu_results).
 # Budget: ~1 min install/imports, < 3 min for the run.
 set -u
-OUT=${OUT:-gpu_results}; mkdir -p "$OUT"
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir \
-  --upgrade --target /tmp/site .whl/*.whl || exit 1
-export PYTHONPATH=/tmp/site:$PWD KERAS_BACKEND=jax PYTHONUNBUFFERED=1
-# JAX and torch share the GPU: leave torch room.
-export XLA_PYTHON_CLIENT_MEM_FRACTION=0.45 TF_CPP_MIN_LOG_LEVEL=2
-nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | tee "$OUT/gpu.txt"
+source "$(dirname "$0")/setup.sh"
 timeout 200 python3 benchmarks/recommend_throughput.py --block_tensorflow \
   --dtype=bfloat16 --device=cuda --num_layers=8 --hidden_dim=768 \
   --num_heads=12 --num_kv_heads=12 --intermediate_dim=2048 \
