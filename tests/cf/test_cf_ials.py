@@ -6,6 +6,7 @@ from cf_synthetic import planted_clusters
 
 from ilm_keras.cf import CFEmbeddings
 from ilm_keras.cf import IALS
+from ilm_keras.cf import ials
 from ilm_keras.cf import interaction_matrix
 from ilm_keras.cf.ials import solve_exact
 
@@ -178,8 +179,15 @@ def test_seeded_and_sparse_input_equivalent():
     assert not np.allclose(a[1], c[1])
 
 
-def test_thread_pool_does_not_change_the_result():
+def test_thread_pool_does_not_change_the_result(monkeypatch):
+    # Equal block sizes with and without threads, small enough that the
+    # 480 interactions make several blocks per side.
+    monkeypatch.setattr(ials, "_BLOCK_BYTES", 4096)
+    monkeypatch.setattr(ials, "_THREADED_BLOCK_BYTES", 4096)
     sequences, num_items, _ = planted_clusters(num_users=40, seed=6)
+    matrix = interaction_matrix(sequences, num_items=num_items)
+    side = ials._CGSide(matrix, alpha=1.0, factors=4, threads=3)
+    assert side.threaded and len(side.blocks) > 1
     one = IALS(factors=4, iterations=3, num_threads=1).fit(
         sequences, num_items=num_items
     )
@@ -188,6 +196,14 @@ def test_thread_pool_does_not_change_the_result():
     )
     np.testing.assert_array_equal(one[0], three[0])
     np.testing.assert_array_equal(one[1], three[1])
+
+
+def test_threads_only_for_short_rows():
+    short = scipy.sparse.csr_matrix(np.eye(8, 40))
+    long_rows = scipy.sparse.csr_matrix(np.ones((8, 40)))
+    assert ials._CGSide(short, 1.0, 4, threads=2).threaded
+    assert not ials._CGSide(short, 1.0, 4, threads=1).threaded
+    assert not ials._CGSide(long_rows, 1.0, 4, threads=2).threaded
 
 
 def test_hyperparameter_errors():
