@@ -395,7 +395,8 @@ def write_report(results, argv, loads, wall):
         f"- Factors {FLAGS.factors}, ALS iterations {FLAGS.iterations} "
         f"(conjugate gradient, 3 steps per half iteration; ours with "
         f"single-threaded BLAS and a {os.cpu_count()}-thread pool over row "
-        f"blocks, implicit with single-threaded BLAS and its own "
+        f"blocks on sides with short rows (Beauty; ML100K runs on one "
+        f"thread, see `ilm_keras/cf/ials.py`), implicit with single-threaded BLAS and its own "
         f"{os.cpu_count()} threads), seed {FLAGS.seed}. TFRS: Adagrad "
         f"lr {FLAGS.tfrs_learning_rate}, batch {FLAGS.tfrs_batch_size}, "
         "in-batch softmax with accidental hits removed.",

@@ -5,7 +5,10 @@ Times the forward pass, forward + backward, and the optimizer update of our
 (torch eager) at the shape of `benchmarks/throughput.py`, then profiles our
 forward + backward with `jax.profiler` and sums the XLA kernels' time by
 pass (forward / backward), by kind (matmul / other) and by Q-Former
-sub-layer. Writes a markdown report with the command.
+sub-layer. Last, single kernels at the step's shapes (each projection's
+forward, weight-gradient and input-gradient matmul; the attention core) are
+timed in JAX and torch side by side, to show which kernels carry the gap.
+Writes a markdown report with the command.
 
     KERAS_BACKEND=jax python benchmarks/profile_qformer_step.py --torch_threads 2
 """
@@ -115,6 +118,78 @@ def kernel_breakdown(hlo, trace_dir):
     return by_kind, by_layer
 
 
+def _matmul_shapes():
+    """`(rows, in, out)` of the step's projections, largest first."""
+    b, h = FLAGS.batch_size, FLAGS.hidden_dim
+    n, t, k = FLAGS.num_query_tokens, FLAGS.text_length, FLAGS.num_cf_tokens
+    return [
+        ("self-attention QKV", b * (n + t), h, 3 * h),
+        ("query FFN in", b * n, h, 4 * h),
+        ("query FFN out", b * n, 4 * h, h),
+        ("self-attention output", b * (n + t), h, h),
+        ("cross-attention KV", b * k, h, 2 * h),
+    ]
+
+
+def kernels():
+    """JAX vs torch seconds of single kernels at the step's shapes."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+    import torch
+
+    rng = np.random.default_rng(0)
+    rows = []
+    for name, m, k, n in _matmul_shapes():
+        x, dy = rng.standard_normal((m, k)), rng.standard_normal((m, n))
+        w = rng.standard_normal((k, n))
+        x, dy, w = (a.astype("float32") for a in (x, dy, w))
+        jx, jdy, jw = (jnp.asarray(a) for a in (x, dy, w))
+        tx, tdy, tw = (torch.tensor(a) for a in (x, dy, w))
+        pairs = {
+            "forward x @ W": (jax.jit(lambda x, w: x @ w), (jx, jw),
+                              lambda: tx @ tw),
+            "weight grad xᵀ @ dy": (jax.jit(lambda x, d: x.T @ d), (jx, jdy),
+                                    lambda: tx.T @ tdy),
+            "input grad dy @ Wᵀ": (jax.jit(lambda d, w: d @ w.T), (jdy, jw),
+                                   lambda: tdy @ tw.T),
+        }
+        for part, (fn, args, peer) in pairs.items():
+            ours_s = _seconds(lambda: fn(*args).block_until_ready(),
+                              FLAGS.timing_steps)
+            rows.append((f"{name} [{m}x{k}]x[{k}x{n}]", part, ours_s,
+                         _seconds(peer, FLAGS.timing_steps), 2 * m * k * n))
+    # The attention core of `QFormerAttention` (scores, mask, float32
+    # softmax, weighted sum), forward + backward, against the same in torch.
+    b, heads = FLAGS.batch_size, FLAGS.num_heads
+    t, d = FLAGS.num_query_tokens + FLAGS.text_length, FLAGS.hidden_dim // heads
+    q, k, v = (rng.standard_normal((b, t, heads, d)).astype("float32")
+               for _ in range(3))
+    mask = np.ones((b, t, t), bool)
+
+    def attention(q, k, v, mask):
+        scores = jnp.einsum("btnh,bsnh->bnts", q, k)
+        scores = jnp.where(mask[:, None], scores, -1e9)
+        return jnp.einsum("bnts,bsnh->btnh", jax.nn.softmax(scores, -1), v)
+
+    grad = jax.jit(jax.grad(lambda *a: jnp.sum(attention(*a) ** 2),
+                            argnums=(0, 1, 2)))
+    args = tuple(jnp.asarray(a) for a in (q, k, v, mask))
+    tq, tk, tv = (torch.tensor(a).transpose(1, 2).contiguous().requires_grad_()
+                  for a in (q, k, v))
+    tmask = torch.tensor(mask)[:, None]
+
+    def peer():
+        scores = (tq @ tk.transpose(-1, -2)).masked_fill(~tmask, -1e9)
+        (torch.softmax(scores, -1) @ tv).pow(2).sum().backward()
+
+    rows.append((f"attention core [{b}, {t}, {heads}, {d}]", "forward + backward",
+                 _seconds(lambda: jax.block_until_ready(grad(*args)),
+                          FLAGS.timing_steps),
+                 _seconds(peer, FLAGS.timing_steps), 3 * 4 * b * heads * t * t * d))
+    return rows
+
+
 def hf():
     import numpy as np
     import torch
@@ -153,6 +228,7 @@ def main(argv):
     load_start = os.getloadavg()
     our_times, (by_kind, by_layer) = ours()
     hf_times = hf()
+    kernel_rows = kernels()
     b = FLAGS.batch_size
     lines = [
         "# Q-Former training step: where the time goes",
@@ -185,14 +261,28 @@ def main(argv):
     busy = sum(by_kind.values()) / our_times["forward + backward"]
     lines += [
         "",
-        f"Kernel time / wall time of forward + backward: {busy:.2f}, i.e. XLA "
-        f"kept {busy:.2f} of the {os.cpu_count()} cores busy on average (torch "
-        "splits each matmul over its threads).",
+        f"Kernel time / wall time of forward + backward: {busy:.2f}: XLA runs "
+        "the step's kernels essentially one after another; a large matmul "
+        "kernel is itself split over the cores (see its GFLOP/s below).",
     ]
     lines += ["", "Largest sub-layers (all layers summed):", "",
               "| pass | sub-layer | ms |", "|---|---|---|"]
     for (where, layer), seconds in by_layer.most_common(FLAGS.top):
         lines.append(f"| {where} | {layer} | {1e3 * seconds:.1f} |")
+    lines += [
+        "",
+        "Single kernels at the step's shapes, JAX (`jax.jit`, XLA:CPU) and "
+        f"torch eager ({FLAGS.torch_threads or 'default'} threads), same run; "
+        "ratio > 1: the JAX kernel is faster. The attention core FLOPs count "
+        "forward + backward.",
+        "",
+        "| kernel | part | JAX µs | torch µs | torch / JAX | JAX GFLOP/s |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, part, ours_s, peer_s, flops in kernel_rows:
+        lines.append(
+            f"| {name} | {part} | {1e6 * ours_s:.0f} | {1e6 * peer_s:.0f} | "
+            f"{peer_s / ours_s:.2f}x | {flops / ours_s / 1e9:.0f} |")
     throughput.write_report(lines, FLAGS.output)
 
 
