@@ -10,7 +10,15 @@ forward, weight-gradient and input-gradient matmul; the attention core) are
 timed in JAX and torch side by side, to show which kernels carry the gap.
 Writes a markdown report with the command.
 
+On a GPU (`--device cuda`, JAX on its GPU), kernels are the device's
+(attributed to XLA ops by the trace's `hlo_op`), the report adds how busy
+the device was and the MFU given `--peak_tflops`, and torch syncs before
+every clock read.
+
     KERAS_BACKEND=jax python benchmarks/profile_qformer_step.py --torch_threads 2
+    KERAS_BACKEND=jax python benchmarks/profile_qformer_step.py --device cuda \
+      --dtype bfloat16 --batch_size 256 --hidden_dim 768 --num_layers 8 \
+      --num_heads 12 --peak_tflops 989
 """
 
 import collections
@@ -40,12 +48,40 @@ flags.DEFINE_integer("top", 12, "Sub-layers listed.")
 flags.FLAGS.set_default("output", "benchmarks/results/profile_qformer_step.md")
 
 
+def _sync():
+    """Waits for torch's queued GPU work (no-op on the CPU)."""
+    if FLAGS.device != "cpu":
+        import torch
+
+        torch.cuda.synchronize()
+
+
 def _seconds(fn, steps):
     fn()
+    _sync()
     start = time.perf_counter()
     for _ in range(steps):
         fn()
+    _sync()
     return (time.perf_counter() - start) / steps
+
+
+def _torch_dtype():
+    import torch
+
+    return torch.bfloat16 if FLAGS.dtype == "bfloat16" else torch.float32
+
+
+def _check_jax_device():
+    """JAX must run where torch runs, or the comparison means nothing."""
+    import jax
+
+    platform_ = jax.default_backend()
+    wanted = "cpu" if FLAGS.device == "cpu" else "gpu"
+    if platform_ != wanted:
+        raise SystemExit(f"--device {FLAGS.device} but JAX runs on "
+                         f"{platform_}; install a JAX that sees the device.")
+    return jax.devices()[0].device_kind
 
 
 def ours():
@@ -53,6 +89,9 @@ def ours():
     import keras
     import numpy as np
 
+    # bf16: float32 master weights, bf16 compute (throughput.py's default).
+    keras.config.set_dtype_policy(
+        "mixed_bfloat16" if FLAGS.dtype == "bfloat16" else "float32")
     qformer = throughput.make_qformer(cross_attention_frequency=1, dropout=0.0)
     batch = throughput._data(np)
     qformer(batch, mode="matching")
@@ -62,7 +101,8 @@ def ours():
     def loss(trainable, fixed, batch):
         out, _ = qformer.stateless_call(
             trainable, fixed, batch, mode="matching", training=True)
-        q, t = out["query_outputs"], out["text_outputs"]
+        q = out["query_outputs"].astype("float32")
+        t = out["text_outputs"].astype("float32")
         return (q * q).mean() + (t * t).mean()
 
     forward = jax.jit(loss)
@@ -86,11 +126,20 @@ def ours():
     for _ in range(FLAGS.profile_steps):
         jax.block_until_ready(backward(trainable, fixed, batch))
     jax.profiler.stop_trace()
-    return timings, kernel_breakdown(hlo, trace_dir)
+    keras.config.set_dtype_policy("float32")
+    return timings, kernel_breakdown(hlo, trace_dir, FLAGS.device != "cpu")
 
 
-def kernel_breakdown(hlo, trace_dir):
-    """Sums the trace's XLA kernel durations per pass, kind and sub-layer."""
+def kernel_breakdown(hlo, trace_dir, on_gpu=False):
+    """Sums the trace's XLA kernel durations per pass, kind and sub-layer.
+
+    On the CPU, kernel events are named after the HLO instruction; on a GPU
+    they are the device's kernels (in a `/device:GPU` process), tied to the
+    HLO instruction by their `hlo_op` argument. Also returns the busy time
+    (the union of the kernels' intervals per profiled step) and a note, set
+    when a GPU trace holds no device kernels (then nothing is counted rather
+    than host-side launch events).
+    """
     ops = {}
     for line in hlo.splitlines():
         match = re.match(r"\s*(?:ROOT )?%?([\w.\-]+) = (\S+) ", line)
@@ -102,20 +151,47 @@ def kernel_breakdown(hlo, trace_dir):
     with gzip.open(path) as f:
         trace = json.load(f)
     events = trace["traceEvents"] if isinstance(trace, dict) else trace
+    device_pids = {
+        e["pid"] for e in events
+        if e.get("ph") == "M" and e.get("name") == "process_name"
+        and "/device:GPU" in str(e.get("args", {}).get("name", ""))
+    }
     by_kind = collections.Counter()
     by_layer = collections.Counter()
+    intervals = []
+    if on_gpu and not device_pids:
+        names = sorted({str(e.get("args", {}).get("name")) for e in events
+                        if e.get("name") == "process_name"})
+        return by_kind, by_layer, 0.0, (
+            "No `/device:GPU` process in the trace, so no device kernels were "
+            f"counted; its processes: {', '.join(names)}.")
     for event in events:
-        if event.get("ph") != "X" or event["name"] not in ops:
+        if event.get("ph") != "X":
             continue
-        op_name, line = ops[event["name"]]
+        if device_pids:
+            if event.get("pid") not in device_pids:
+                continue
+            op = str(event.get("args", {}).get("hlo_op", ""))
+        else:
+            op = event["name"]
+        if op not in ops:
+            continue
+        intervals.append((event["ts"], event["ts"] + event["dur"]))
+        op_name, line = ops[op]
         seconds = event["dur"] / 1e6 / FLAGS.profile_steps
         where = "backward" if "transpose(" in op_name else "forward"
-        kind = "matmul" if ("ynn" in event["name"] or " dot(" in line) else "other"
+        kind = "matmul" if (
+            "ynn" in op or " dot(" in line or "gemm" in line
+            or "gemm" in event["name"].lower()) else "other"
         by_kind[(where, kind)] += seconds
         layer = re.sub(r"qformer_layer_\d+", "layer", op_name)
         layer = re.sub(r"jit\(\w+\)/|jvp\(|transpose\(|\)", "", layer)
         by_layer[(where, "/".join(layer.split("/")[:2]))] += seconds
-    return by_kind, by_layer
+    busy, end = 0.0, float("-inf")
+    for start, stop in sorted(intervals):
+        busy += max(0.0, stop - max(start, end))
+        end = max(end, stop)
+    return by_kind, by_layer, busy / 1e6 / FLAGS.profile_steps, None
 
 
 def _matmul_shapes():
@@ -138,15 +214,19 @@ def kernels():
     import numpy as np
     import torch
 
+    device, dtype = torch.device(FLAGS.device), _torch_dtype()
+    jdtype = jnp.bfloat16 if FLAGS.dtype == "bfloat16" else jnp.float32
     rng = np.random.default_rng(0)
+
+    def pair(*shapes):
+        arrays = [rng.standard_normal(s).astype("float32") for s in shapes]
+        return ([jnp.asarray(a, jdtype) for a in arrays],
+                [torch.tensor(a, device=device, dtype=dtype) for a in arrays])
+
     rows = []
     for name, m, k, n in _matmul_shapes():
-        x, dy = rng.standard_normal((m, k)), rng.standard_normal((m, n))
-        w = rng.standard_normal((k, n))
-        x, dy, w = (a.astype("float32") for a in (x, dy, w))
-        jx, jdy, jw = (jnp.asarray(a) for a in (x, dy, w))
-        tx, tdy, tw = (torch.tensor(a) for a in (x, dy, w))
-        pairs = {
+        (jx, jdy, jw), (tx, tdy, tw) = pair((m, k), (m, n), (k, n))
+        cases = {
             "forward x @ W": (jax.jit(lambda x, w: x @ w), (jx, jw),
                               lambda: tx @ tw),
             "weight grad xᵀ @ dy": (jax.jit(lambda x, d: x.T @ d), (jx, jdy),
@@ -154,7 +234,7 @@ def kernels():
             "input grad dy @ Wᵀ": (jax.jit(lambda d, w: d @ w.T), (jdy, jw),
                                    lambda: tdy @ tw.T),
         }
-        for part, (fn, args, peer) in pairs.items():
+        for part, (fn, args, peer) in cases.items():
             ours_s = _seconds(lambda: fn(*args).block_until_ready(),
                               FLAGS.timing_steps)
             rows.append((f"{name} [{m}x{k}]x[{k}x{n}]", part, ours_s,
@@ -163,25 +243,27 @@ def kernels():
     # softmax, weighted sum), forward + backward, against the same in torch.
     b, heads = FLAGS.batch_size, FLAGS.num_heads
     t, d = FLAGS.num_query_tokens + FLAGS.text_length, FLAGS.hidden_dim // heads
-    q, k, v = (rng.standard_normal((b, t, heads, d)).astype("float32")
-               for _ in range(3))
+    (jq, jk, jv), (tq, tk, tv) = pair(*[(b, t, heads, d)] * 3)
     mask = np.ones((b, t, t), bool)
 
     def attention(q, k, v, mask):
-        scores = jnp.einsum("btnh,bsnh->bnts", q, k)
+        scores = jnp.einsum("btnh,bsnh->bnts", q, k).astype(jnp.float32)
         scores = jnp.where(mask[:, None], scores, -1e9)
-        return jnp.einsum("bnts,bsnh->btnh", jax.nn.softmax(scores, -1), v)
+        probabilities = jax.nn.softmax(scores, -1).astype(v.dtype)
+        return jnp.einsum("bnts,bsnh->btnh", probabilities, v)
 
-    grad = jax.jit(jax.grad(lambda *a: jnp.sum(attention(*a) ** 2),
-                            argnums=(0, 1, 2)))
-    args = tuple(jnp.asarray(a) for a in (q, k, v, mask))
-    tq, tk, tv = (torch.tensor(a).transpose(1, 2).contiguous().requires_grad_()
-                  for a in (q, k, v))
-    tmask = torch.tensor(mask)[:, None]
+    grad = jax.jit(jax.grad(
+        lambda *a: jnp.sum(attention(*a).astype(jnp.float32) ** 2),
+        argnums=(0, 1, 2)))
+    args = (jq, jk, jv, jnp.asarray(mask))
+    tq, tk, tv = (a.transpose(1, 2).contiguous().requires_grad_()
+                  for a in (tq, tk, tv))
+    tmask = torch.tensor(mask, device=device)[:, None]
 
     def peer():
-        scores = (tq @ tk.transpose(-1, -2)).masked_fill(~tmask, -1e9)
-        (torch.softmax(scores, -1) @ tv).pow(2).sum().backward()
+        scores = (tq @ tk.transpose(-1, -2)).float().masked_fill(~tmask, -1e9)
+        out = torch.softmax(scores, -1).to(dtype) @ tv
+        out.float().pow(2).sum().backward()
 
     rows.append((f"attention core [{b}, {t}, {heads}, {d}]", "forward + backward",
                  _seconds(lambda: jax.block_until_ready(grad(*args)),
@@ -196,11 +278,12 @@ def hf():
 
     if FLAGS.torch_threads:
         torch.set_num_threads(FLAGS.torch_threads)
-    model = throughput.hf_peer_model()
+    device = torch.device(FLAGS.device)
+    model = throughput.hf_peer_model().to(device=device, dtype=_torch_dtype())
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
     data = throughput._data(np)
-    cf = torch.tensor(data["cf_embedding"])
-    ids = torch.tensor(data["token_ids"], dtype=torch.long)
+    cf = torch.tensor(data["cf_embedding"], device=device, dtype=_torch_dtype())
+    ids = torch.tensor(data["token_ids"], device=device, dtype=torch.long)
 
     def forward():
         with torch.no_grad():
@@ -225,21 +308,27 @@ def main(argv):
     if keras.backend.backend() != "jax":
         raise SystemExit("The kernel profile reads jax.profiler traces: "
                          "run with KERAS_BACKEND=jax.")
+    device_kind = _check_jax_device()
+    on_gpu = FLAGS.device != "cpu"
     load_start = os.getloadavg()
-    our_times, (by_kind, by_layer) = ours()
+    our_times, (by_kind, by_layer, busy_seconds, trace_note) = ours()
     hf_times = hf()
     kernel_rows = kernels()
     b = FLAGS.batch_size
+    where = (f"{device_kind} (JAX), {os.cpu_count()} host CPUs" if on_gpu
+             else f"{platform.processor() or platform.machine()}, "
+             f"{os.cpu_count()} CPUs")
+    policy = "mixed_bfloat16" if FLAGS.dtype == "bfloat16" else "float32"
     lines = [
         "# Q-Former training step: where the time goes",
         "",
         "Command: `KERAS_BACKEND=jax python " + " ".join(sys.argv) + "`",
         "",
-        f"Machine: {platform.processor() or platform.machine()}, "
-        f"{os.cpu_count()} CPUs, load average at start "
+        f"Machine: {where}, load average at start "
         f"{', '.join(f'{x:.1f}' for x in load_start)}. Shape: hidden "
         f"{FLAGS.hidden_dim}, {FLAGS.num_layers} layers, {FLAGS.num_query_tokens} "
-        f"queries + {FLAGS.text_length} text tokens, batch {b}, float32.",
+        f"queries + {FLAGS.text_length} text tokens, batch {b}; ours "
+        f"{policy}, torch {FLAGS.dtype}.",
         "",
         "| part | ilm_keras (JAX, ms) | HF torch eager (ms) | HF / ours |",
         "|---|---|---|---|",
@@ -247,34 +336,49 @@ def main(argv):
     for part in our_times:
         ours_ms, hf_ms = 1e3 * our_times[part], 1e3 * hf_times[part]
         lines.append(f"| {part} | {ours_ms:.1f} | {hf_ms:.1f} | {hf_ms / ours_ms:.2f}x |")
+    flops = b * throughput.qformer_flops_per_example(
+        FLAGS.hidden_dim, FLAGS.num_layers, FLAGS.num_query_tokens,
+        FLAGS.text_length, FLAGS.num_cf_tokens, 4 * FLAGS.hidden_dim)
+    achieved = flops / our_times["forward + backward"] / 1e12
     lines += [
         "",
-        f"XLA kernel time per step, summed over kernels (the two CPU threads run "
-        f"kernels side by side, so sums can exceed wall time); "
+        f"Forward + backward: {achieved:.2f} TFLOP/s"
+        + (f", MFU {100 * achieved / FLAGS.peak_tflops:.1f}% of "
+           f"{FLAGS.peak_tflops:g} TFLOP/s" if FLAGS.peak_tflops else "")
+        + " (ours).",
+        "",
+        f"XLA kernel time per step, summed over kernels; "
         f"{FLAGS.profile_steps} profiled steps:",
         "",
         "| pass | kind | ms |",
         "|---|---|---|",
     ]
-    for (where, kind), seconds in sorted(by_kind.items()):
-        lines.append(f"| {where} | {kind} | {1e3 * seconds:.1f} |")
-    busy = sum(by_kind.values()) / our_times["forward + backward"]
-    lines += [
-        "",
-        f"Kernel time / wall time of forward + backward: {busy:.2f}: XLA runs "
-        "the step's kernels essentially one after another; a large matmul "
-        "kernel is itself split over the cores (see its GFLOP/s below).",
-    ]
+    for (pass_, kind), seconds in sorted(by_kind.items()):
+        lines.append(f"| {pass_} | {kind} | {1e3 * seconds:.1f} |")
+    wall = our_times["forward + backward"]
+    ratio = sum(by_kind.values()) / wall
+    if trace_note:
+        lines += ["", trace_note]
+    elif on_gpu:
+        lines += ["", f"The GPU ran kernels {1e3 * busy_seconds:.1f} ms of a "
+                  f"{1e3 * wall:.1f} ms step ({100 * busy_seconds / wall:.0f}% "
+                  "busy); the rest is launch gaps and host work."]
+    else:
+        lines += ["", f"Kernel time / wall time of forward + backward: "
+                  f"{ratio:.2f}: XLA runs the step's kernels essentially one "
+                  "after another; a large matmul kernel is itself split over "
+                  "the cores (see its GFLOP/s below)."]
     lines += ["", "Largest sub-layers (all layers summed):", "",
               "| pass | sub-layer | ms |", "|---|---|---|"]
-    for (where, layer), seconds in by_layer.most_common(FLAGS.top):
-        lines.append(f"| {where} | {layer} | {1e3 * seconds:.1f} |")
+    for (pass_, layer), seconds in by_layer.most_common(FLAGS.top):
+        lines.append(f"| {pass_} | {layer} | {1e3 * seconds:.1f} |")
+    peer = ("torch eager on the GPU" if on_gpu else
+            f"torch eager ({FLAGS.torch_threads or 'default'} threads)")
     lines += [
         "",
-        "Single kernels at the step's shapes, JAX (`jax.jit`, XLA:CPU) and "
-        f"torch eager ({FLAGS.torch_threads or 'default'} threads), same run; "
-        "ratio > 1: the JAX kernel is faster. The attention core FLOPs count "
-        "forward + backward.",
+        f"Single kernels at the step's shapes, JAX (`jax.jit`, XLA) and "
+        f"{peer}, {FLAGS.dtype}, same run; ratio > 1: the JAX kernel is "
+        "faster. The attention core FLOPs count forward + backward.",
         "",
         "| kernel | part | JAX µs | torch µs | torch / JAX | JAX GFLOP/s |",
         "|---|---|---|---|---|---|",

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # GPU checks and Q-Former throughput on a lent GPU machine (JAX in its image;
-# keras and keras-hub carried as wheels in .whl/, see benchmarks/README.md).
+# keras and keras-hub carried as wheels in .whl/, see setup.sh).
 # Results land in $OUT (or ./gpu_results).
 set -u
 source "$(dirname "$0")/setup.sh"
