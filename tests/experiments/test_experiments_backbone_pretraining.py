@@ -47,6 +47,17 @@ def test_batches_weight_responses_only_and_bucket(tokenizer):
     assert tokenizer.detokenize(row[:-1]) in [r for _, r in PAIRS]
     batches.on_epoch_end()
     assert seen_epochs == [0, 1]
+    # With loss positions: the same weighted targets, 7 of them per row
+    # (rounded up to 8), and where they sit.
+    plain = PromptResponseBatches(preprocessor, PAIRS, batch_size=3)
+    compact = PromptResponseBatches(preprocessor, PAIRS, batch_size=3,
+                                    loss_positions=True)
+    (x, y, weight), (xs, ys, ws) = plain[0], compact[0]
+    assert ys.shape == ws.shape == xs["loss_positions"].shape == (3, 8)
+    for b in range(3):
+        np.testing.assert_array_equal(ys[b][ws[b] > 0], y[b][weight[b] > 0])
+        np.testing.assert_array_equal(
+            xs["loss_positions"][b][ws[b] > 0], np.flatnonzero(weight[b]))
 
 
 def test_make_llama_backbone_checks_heads():

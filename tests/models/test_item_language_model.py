@@ -420,6 +420,65 @@ def test_loss_counts_response_tokens_only(mlp_models):
     np.testing.assert_allclose(to_np(got), expected, rtol=1e-5)
 
 
+def test_select_loss_positions_layout():
+    y = np.arange(12).reshape(2, 6)
+    weight = np.array([[0, 0, 1, 1, 1, 0], [0, 0, 0, 0, 0, 2]], "float32")
+    x, y_kept, w_kept = ItemLanguageModelPreprocessor.select_loss_positions(
+        {"token_ids": y}, y, weight, multiple=2
+    )
+    np.testing.assert_array_equal(x["loss_positions"], [[2, 3, 4, 0], [5, 0, 0, 0]])
+    np.testing.assert_array_equal(y_kept, [[2, 3, 4, 0], [11, 0, 0, 0]])
+    np.testing.assert_array_equal(w_kept, [[1, 1, 1, 0], [2, 0, 0, 0]])
+    # Never wider than the sequence.
+    x, _, _ = ItemLanguageModelPreprocessor.select_loss_positions(
+        {}, y, weight, multiple=8
+    )
+    assert x["loss_positions"].shape == (2, 6)
+    with pytest.raises(ValueError, match="sample_weight"):
+        ItemLanguageModelPreprocessor.select_loss_positions({}, y, weight[:, :3])
+    with pytest.raises(ValueError, match=">= 0"):
+        ItemLanguageModelPreprocessor.select_loss_positions({}, y, -weight)
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2"])
+def test_loss_positions_give_the_same_logits_and_loss(arch, mlp_models):
+    model = mlp_models[arch]
+    x, y, sw = model.preprocessor(TRAIN)
+    xs, ys, ws = model.preprocessor.select_loss_positions(x, y, sw)
+    assert xs["loss_positions"].shape[1] < x["token_ids"].shape[1]
+    full = logits_of(model, x)
+    some = logits_of(model, xs)
+    rows = np.arange(len(ys))[:, None]
+    valid = ws > 0
+    np.testing.assert_allclose(
+        some[valid], full[rows, xs["loss_positions"]][valid], rtol=1e-5, atol=1e-5
+    )
+    model.compile()
+    want = model.compute_loss(x=x, y=y, y_pred=full, sample_weight=sw)
+    got = model.compute_loss(x=xs, y=ys, y_pred=some, sample_weight=ws)
+    np.testing.assert_allclose(to_np(got), to_np(want), rtol=1e-5)
+    bad = dict(xs, loss_positions=xs["loss_positions"] + x["token_ids"].shape[1])
+    with pytest.raises(Exception, match="loss_positions"):
+        to_np(model(bad))
+
+
+def test_fit_with_loss_positions_equals_fit_on_every_position(backbones, tokenizer):
+    keras.utils.set_random_seed(5)
+    full = make_model(backbones["llama"], tokenizer)
+    some = make_model(backbones["llama"], tokenizer)
+    some.set_weights(full.get_weights())
+    before = [to_np(w).copy() for w in full.adaptor.weights]
+    x, y, sw = full.preprocessor(TRAIN)
+    for model, data in ((full, (x, y, sw)),
+                        (some, full.preprocessor.select_loss_positions(x, y, sw))):
+        model.compile(optimizer=keras.optimizers.SGD(0.5))
+        model.fit(data[0], data[1], sample_weight=data[2], batch_size=4,
+                  epochs=2, shuffle=False, verbose=0)
+    for w0, a, b in zip(before, full.adaptor.weights, some.adaptor.weights):
+        assert np.abs(to_np(a) - w0).max() > 1e-4  # it trained
+        np.testing.assert_allclose(to_np(a), to_np(b), rtol=1e-4, atol=1e-6)
+
+
 # ----------------------------------------------------------------------
 # Q-Former variants.
 # ----------------------------------------------------------------------
