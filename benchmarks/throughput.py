@@ -356,10 +356,9 @@ def time_phase2_step():
             shuffle=False)
     keras.config.set_dtype_policy("float32")
     trainable = sum(int(np.prod(v.shape)) for v in model.trainable_variables)
-    name = (f"Llama {FLAGS.llm_layers} layers x {FLAGS.llm_hidden}"
-            if FLAGS.phase2_llm == "llama" else FLAGS.phase2_llm)
-    llm = (f"{name}, {backbone.num_layers} layers, vocabulary "
-           f"{backbone.vocabulary_size:,}")
+    name = "random Llama" if FLAGS.phase2_llm == "llama" else FLAGS.phase2_llm
+    llm = (f"{name}, {backbone.num_layers} layers x {backbone.hidden_dim}, "
+           f"vocabulary {backbone.vocabulary_size:,}")
     return seconds, int(x["token_ids"].shape[1]), trainable, llm
 
 
