@@ -206,20 +206,20 @@ def _solve_cg(side, current, fixed, regularization, steps, pool=None):
         rs_old = np.einsum("ij,ij->i", r, r)
         for _ in range(steps):
             active = rs_old > 1e-20
-            converged = not active.all()
-            if converged and not active.any():
+            any_converged = not active.all()
+            if any_converged and not active.any():
                 break
             ap = p @ gram
             dots = np.matmul(ys, p[:, :, None])[:, :, 0]
             dots *= weights
             ap += np.matmul(dots[:, None, :], ys)[:, 0, :]
             step = _masked_ratio(
-                rs_old, np.einsum("ij,ij->i", p, ap), active, converged
+                rs_old, np.einsum("ij,ij->i", p, ap), active, any_converged
             )
             x += step * p
             r -= step * ap
             rs_new = np.einsum("ij,ij->i", r, r)
-            p *= _masked_ratio(rs_new, rs_old, active, converged)
+            p *= _masked_ratio(rs_new, rs_old, active, any_converged)
             p += r
             rs_old = rs_new
         current[rows] = x

@@ -488,7 +488,8 @@ def train_phase2(model, split, config, callbacks=None, checkpoint_path=None):
     Batches are tokenized by the model's own preprocessor
     (`PromptResponseBatches`, new templates every epoch), so the fit runs
     on preprocessed inputs (`keras.Model.fit`, bypassing keras-hub's
-    preprocessing map); logits are computed at response positions only. With `checkpoint_path`, a `BestValidationCheckpoint`
+    preprocessing map); logits are computed at response positions
+    only. With `checkpoint_path`, a `BestValidationCheckpoint`
     on validation NDCG@10 (sequential task, seen template 0, the first
     `config.max_valid_users` users) picks the weights kept.
 

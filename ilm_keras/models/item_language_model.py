@@ -97,7 +97,11 @@ class ItemLanguageModel(keras_hub.models.CausalLM):
     `[B, R, vocabulary_size]`, skipping the LLM's vocabulary projection
     everywhere else (with a 49k-token vocabulary, a quarter of the step).
     `ItemLanguageModelPreprocessor.select_loss_positions` turns `(x, y,
-    sample_weight)` into that form; the loss is the same.
+    sample_weight)` into that form. With the default `compile()` loss (the
+    mean over weighted tokens) loss and gradients are unchanged; a loss or
+    metric that averages over all positions (Keras' default
+    `"sum_over_batch_size"`, unweighted `metrics=`) would see `R` positions
+    instead of `S`, padding included.
 
     Args:
         backbone: a keras-hub causal LM backbone (see
@@ -407,10 +411,10 @@ class ItemLanguageModel(keras_hub.models.CausalLM):
     # ------------------------------------------------------------------
     # Forward pass.
     # ------------------------------------------------------------------
-    def call(self, inputs, training=None, mask=None):
+    def call(self, inputs, training=None, mask=None, **kwargs):
         """Logits `[B, S, V]`, or `[B, R, V]` at `inputs["loss_positions"]`."""
         if not (isinstance(inputs, dict) and "loss_positions" in inputs):
-            return super().call(inputs, training=training, mask=mask)
+            return super().call(inputs, training=training, mask=mask, **kwargs)
         inputs = dict(inputs)
         positions = ops.cast(inputs.pop("loss_positions"), "int32")
         hidden = self._hidden_states_model(inputs, training=training)
@@ -425,6 +429,22 @@ class ItemLanguageModel(keras_hub.models.CausalLM):
             hidden, ops.expand_dims(positions, -1), axis=1
         )
         return self._decoder.logits(hidden)
+
+    def compute_output_spec(self, inputs, training=None, mask=None, **kwargs):
+        # The functional graph knows no `loss_positions`: drop them, then
+        # take the positions' shape.
+        if not (isinstance(inputs, dict) and "loss_positions" in inputs):
+            return super().compute_output_spec(
+                inputs, training=training, mask=mask, **kwargs
+            )
+        inputs = dict(inputs)
+        positions = inputs.pop("loss_positions")
+        logits = super().compute_output_spec(
+            inputs, training=training, mask=mask, **kwargs
+        )
+        return keras.KerasTensor(
+            tuple(positions.shape) + (logits.shape[-1],), dtype=logits.dtype
+        )
 
     def input_embeddings(self, inputs, training=None):
         """LLM input embeddings `[B, S, H]` with soft tokens scattered in."""

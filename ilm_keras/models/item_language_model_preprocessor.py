@@ -448,8 +448,8 @@ class ItemLanguageModelPreprocessor(keras_hub.models.Preprocessor):
         """Keeps the labels where the loss counts, and says where they are.
 
         `ItemLanguageModel` then computes logits at those positions only
-        (see its docstring); the loss is unchanged, since every other
-        position has weight 0.
+        (see its docstring). Every other position has weight 0, so a loss
+        averaged over weighted tokens (the model's default) is unchanged.
 
         Args:
             x: the model inputs (dict of arrays `[B, S]`, ...).
@@ -478,8 +478,11 @@ class ItemLanguageModelPreprocessor(keras_hub.models.Preprocessor):
             )
         if not np.all(np.isfinite(weight)) or np.any(weight < 0):
             raise ValueError("`sample_weight` must be finite and >= 0.")
-        if int(multiple) < 1:
-            raise ValueError(f"`multiple` must be >= 1; got {multiple}.")
+        if int(multiple) != multiple or multiple < 1:
+            raise ValueError(f"`multiple` must be an int >= 1; got {multiple}.")
+        if y.shape[0] == 0:
+            raise ValueError("The batch is empty; nothing to select.")
+        multiple = int(multiple)
         kept = weight > 0
         counts = kept.sum(axis=1)
         width = int(min(-(-max(int(counts.max()), 1) // multiple) * multiple,

@@ -102,6 +102,26 @@ def test_cg_with_enough_steps_equals_the_exact_solve():
     np.testing.assert_allclose(items, want, rtol=1e-3, atol=1e-4)
 
 
+def test_cg_leaves_converged_rows_alone():
+    # Row 0 observes only columns whose factors are zero: its exact solution
+    # is 0 and, started at 0, its residual is 0 from the first step, while
+    # the other rows still iterate (the masked CG path).
+    rng = np.random.default_rng(0)
+    counts = np.array(
+        [[1, 1, 0, 0, 0, 0], [0, 1, 1, 1, 0, 0], [1, 0, 0, 1, 1, 1]], float
+    )
+    fixed = rng.normal(size=(6, 4)).astype(np.float32)
+    fixed[:2] = 0.0
+    matrix = scipy.sparse.csr_matrix(counts)
+    side = ials._CGSide(matrix, alpha=1.5, factors=4, threads=1)
+    current = np.zeros((3, 4), np.float32)
+    got = ials._solve_cg(side, current, fixed, 0.2, steps=8)
+    assert np.all(np.isfinite(got))
+    np.testing.assert_array_equal(got[0], 0.0)
+    want = naive_solve(counts, fixed, 0.2, 1.5)
+    np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e-4)
+
+
 def test_exact_als_loss_never_increases():
     sequences, num_items, _ = planted_clusters(num_users=40, seed=3)
     model = IALS(

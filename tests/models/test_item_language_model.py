@@ -421,14 +421,18 @@ def test_loss_counts_response_tokens_only(mlp_models):
 
 
 def test_select_loss_positions_layout():
-    y = np.arange(12).reshape(2, 6)
-    weight = np.array([[0, 0, 1, 1, 1, 0], [0, 0, 0, 0, 0, 2]], "float32")
+    y = np.arange(18).reshape(3, 6)
+    weight = np.array(
+        [[0, 0, 1, 1, 1, 0], [0, 0, 0, 0, 0, 2], [0, 0, 0, 0, 0, 0]], "float32"
+    )
     x, y_kept, w_kept = ItemLanguageModelPreprocessor.select_loss_positions(
         {"token_ids": y}, y, weight, multiple=2
     )
-    np.testing.assert_array_equal(x["loss_positions"], [[2, 3, 4, 0], [5, 0, 0, 0]])
-    np.testing.assert_array_equal(y_kept, [[2, 3, 4, 0], [11, 0, 0, 0]])
-    np.testing.assert_array_equal(w_kept, [[1, 1, 1, 0], [2, 0, 0, 0]])
+    np.testing.assert_array_equal(
+        x["loss_positions"], [[2, 3, 4, 0], [5, 0, 0, 0], [0, 0, 0, 0]]
+    )
+    np.testing.assert_array_equal(y_kept, [[2, 3, 4, 0], [11, 0, 0, 0], [0] * 4])
+    np.testing.assert_array_equal(w_kept, [[1, 1, 1, 0], [2, 0, 0, 0], [0] * 4])
     # Never wider than the sequence.
     x, _, _ = ItemLanguageModelPreprocessor.select_loss_positions(
         {}, y, weight, multiple=8
@@ -438,6 +442,10 @@ def test_select_loss_positions_layout():
         ItemLanguageModelPreprocessor.select_loss_positions({}, y, weight[:, :3])
     with pytest.raises(ValueError, match=">= 0"):
         ItemLanguageModelPreprocessor.select_loss_positions({}, y, -weight)
+    with pytest.raises(ValueError, match="multiple"):
+        ItemLanguageModelPreprocessor.select_loss_positions({}, y, weight, 2.5)
+    with pytest.raises(ValueError, match="empty"):
+        ItemLanguageModelPreprocessor.select_loss_positions({}, y[:0], weight[:0])
 
 
 @pytest.mark.parametrize("arch", ["llama", "gpt2"])
@@ -457,6 +465,13 @@ def test_loss_positions_give_the_same_logits_and_loss(arch, mlp_models):
     want = model.compute_loss(x=x, y=y, y_pred=full, sample_weight=sw)
     got = model.compute_loss(x=xs, y=ys, y_pred=some, sample_weight=ws)
     np.testing.assert_allclose(to_np(got), to_np(want), rtol=1e-5)
+    # Symbolic inputs: the output spec follows the positions.
+    symbolic = {
+        k: keras.Input(shape=v.shape[1:], dtype=str(v.dtype), name=k)
+        for k, v in xs.items()
+    }
+    want_shape = xs["loss_positions"].shape[1:] + (full.shape[-1],)
+    assert tuple(model(symbolic).shape)[1:] == want_shape
     bad = dict(xs, loss_positions=xs["loss_positions"] + x["token_ids"].shape[1])
     with pytest.raises(Exception, match="loss_positions"):
         to_np(model(bad))
