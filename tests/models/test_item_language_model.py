@@ -437,7 +437,7 @@ def test_select_loss_positions_layout():
     x, _, _ = ItemLanguageModelPreprocessor.select_loss_positions(
         {}, y, weight, multiple=8
     )
-    assert x["loss_positions"].shape == (2, 6)
+    assert x["loss_positions"].shape == (3, 6)
     with pytest.raises(ValueError, match="sample_weight"):
         ItemLanguageModelPreprocessor.select_loss_positions({}, y, weight[:, :3])
     with pytest.raises(ValueError, match=">= 0"):
