@@ -228,12 +228,23 @@ def hf_peer_model():
     return Peer()
 
 
-def time_hf_qformer(compiled):
-    import numpy as np
+def configure_torch():
+    """torch threads (`--torch_threads`) and, for float32 on a GPU, TF32
+    matmuls: what JAX does by default there, so both sides match."""
     import torch
 
     if FLAGS.torch_threads:
         torch.set_num_threads(FLAGS.torch_threads)
+    if FLAGS.device != "cpu" and FLAGS.dtype == "float32":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+
+
+def time_hf_qformer(compiled):
+    import numpy as np
+    import torch
+
+    configure_torch()
     device = torch.device(FLAGS.device)
     dtype = torch.bfloat16 if FLAGS.dtype == "bfloat16" else torch.float32
     model = hf_peer_model().to(device=device, dtype=dtype)
