@@ -257,6 +257,35 @@ class QFormerPretrainer(keras.Model):
 
     # -- losses ------------------------------------------------------------
 
+    def compile(self, *args, jit_compile="auto", **kwargs):
+        """`keras.Model.compile`; on TensorFlow, without XLA when the losses
+        mix item-text and pair batches.
+
+        Those batches differ in shape, so TensorFlow relaxes the batch size
+        to unknown and dispatches on the kind in-graph (`ops.cond`), and
+        TensorFlow's XLA cannot compile the gradient of that `cond`. Keras'
+        `"auto"` would pick XLA on a GPU; here it resolves to no XLA, and an
+        explicit `jit_compile=True` raises. JAX compiles every case.
+
+        Raises:
+            ValueError: `jit_compile=True` on TensorFlow with losses that mix
+                item-text and pair batches.
+        """
+        enabled = set(self.enabled_losses)
+        mixes_kinds = bool(enabled & {"itc", "itg", "itm"}) and bool(
+            enabled & {"ii", "ui"}
+        )
+        if keras.backend.backend() == "tensorflow" and mixes_kinds:
+            if jit_compile is True:
+                raise ValueError(
+                    f"On TensorFlow, losses={self.losses_name!r} (item-text "
+                    "and pair batches in one fit) cannot compile with XLA: "
+                    "the in-graph batch-kind dispatch has no XLA gradient. "
+                    "Use jit_compile=False (or 'auto'), or the JAX backend."
+                )
+            jit_compile = False
+        super().compile(*args, jit_compile=jit_compile, **kwargs)
+
     def _temperature(self, variable):
         return ops.clip(ops.cast(variable, "float32"), 0.001, 0.5)
 

@@ -266,6 +266,21 @@ def test_nan_cf_vector_raises_inside_compiled_function(problem):
         qformer.predict({"cf_embedding": cf}, verbose=0)
 
 
+def test_xla_only_where_the_backend_compiles_it(problem):
+    mixed = tiny_pretrainer(problem)
+    pairs_only = tiny_pretrainer(problem, losses="ii_ui")
+    pairs_only.compile(optimizer="adam", jit_compile=True)
+    assert pairs_only.jit_compile
+    if keras.backend.backend() == "tensorflow":
+        with pytest.raises(ValueError, match="cannot compile with XLA"):
+            mixed.compile(optimizer="adam", jit_compile=True)
+        mixed.compile(optimizer="adam")
+        assert not mixed.jit_compile
+    else:
+        mixed.compile(optimizer="adam", jit_compile=True)
+        assert mixed.jit_compile
+
+
 def test_loss_not_enabled_raises(problem):
     pretrainer = tiny_pretrainer(problem, losses="it")
     batch = first_batches(dataset(problem)[0], 2)[1]  # item-item
