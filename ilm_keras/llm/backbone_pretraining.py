@@ -127,6 +127,12 @@ class PromptResponseBatches(keras.utils.PyDataset):
             -(-longest // self.length_bucket) * self.length_bucket,
             x["token_ids"].shape[1],
         )
+        if "loss_positions" in x:
+            # The preprocessor already kept the weighted labels only (its
+            # `loss_positions=True`); they all lie within `width`.
+            x = {k: np.asarray(v) if k == "loss_positions"
+                 else np.asarray(v)[:, :width] for k, v in x.items()}
+            return x, np.asarray(y), np.asarray(weight)
         x = {k: np.asarray(v)[:, :width] for k, v in x.items()}
         y, weight = np.asarray(y)[:, :width], np.asarray(weight)[:, :width]
         if self.loss_positions:

@@ -97,7 +97,8 @@ class ItemLanguageModel(keras_hub.models.CausalLM):
     `[B, R, vocabulary_size]`, skipping the LLM's vocabulary projection
     everywhere else (with a 49k-token vocabulary, a quarter of the step).
     `ItemLanguageModelPreprocessor.select_loss_positions` turns `(x, y,
-    sample_weight)` into that form. With the default `compile()` loss (the
+    sample_weight)` into that form, and a preprocessor built with
+    `loss_positions=True` returns it, so `fit` on strings gets it too. With the default `compile()` loss (the
     mean over weighted tokens) loss and gradients are unchanged; a loss or
     metric that averages over all positions (Keras' default
     `"sum_over_batch_size"`, unweighted `metrics=`) would see `R` positions
@@ -128,7 +129,8 @@ class ItemLanguageModel(keras_hub.models.CausalLM):
     Example:
     ```python
     preprocessor = ItemLanguageModelPreprocessor(
-        tokenizer, item_ids=item_ids, user_ids=user_ids, sequence_length=128
+        tokenizer, item_ids=item_ids, user_ids=user_ids, sequence_length=128,
+        loss_positions=True,  # `fit` computes logits at response tokens only
     )
     ilm = ItemLanguageModel(
         backbone=llm_backbone,

@@ -86,6 +86,11 @@ class ItemLanguageModelPreprocessor(keras_hub.models.Preprocessor):
         add_start_token: bool. Prepend the tokenizer's start token (none is
             added when the tokenizer has no start token).
         add_end_token: bool. Append the tokenizer's end token to responses.
+        loss_positions: bool. If True, `call` returns the labels at weighted
+            positions only, with `x["loss_positions"]` (see
+            `select_loss_positions`), so that `ItemLanguageModel.fit` on
+            strings computes logits there only; `y` and `sample_weight` are
+            then `[B, R]`.
         **kwargs: standard `keras.layers.Layer` arguments.
 
     Example:
@@ -119,6 +124,7 @@ class ItemLanguageModelPreprocessor(keras_hub.models.Preprocessor):
         user_prefix="user_",
         add_start_token=True,
         add_end_token=True,
+        loss_positions=False,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -137,6 +143,7 @@ class ItemLanguageModelPreprocessor(keras_hub.models.Preprocessor):
         self.num_soft_tokens = None if num_soft_tokens is None else int(num_soft_tokens)
         self.add_start_token = add_start_token
         self.add_end_token = add_end_token
+        self.loss_positions = bool(loss_positions)
         self._entity_rows = {}
         for i, item_id in enumerate(self.item_ids):
             self._entity_rows[item_prefix + item_id] = i
@@ -406,8 +413,17 @@ class ItemLanguageModelPreprocessor(keras_hub.models.Preprocessor):
         prompts = _to_python_strings(prompts, "prompts")
         if responses is not None:
             responses = _to_python_strings(responses, "responses")
-        x, y, sample_weight = self._pack(prompts, responses, sequence_length)
+        x, y, sample_weight = self._pack_for_training(
+            prompts, responses, sequence_length
+        )
         return keras.utils.pack_x_y_sample_weight(x, y, sample_weight)
+
+    def _pack_for_training(self, prompts, responses, sequence_length):
+        """`_pack`, then `select_loss_positions` if `self.loss_positions`."""
+        x, y, sample_weight = self._pack(prompts, responses, sequence_length)
+        if self.loss_positions:
+            return self.select_loss_positions(x, y, sample_weight)
+        return x, y, sample_weight
 
     def _call_in_graph(self, prompts, responses, sequence_length):
         """Inside `tf.data`: run the numpy implementation per batch."""
@@ -423,11 +439,17 @@ class ItemLanguageModelPreprocessor(keras_hub.models.Preprocessor):
             keys += ["soft_token_mask", "entity_ids"]
             dtypes += [tf.bool, tf.int32]
             widths += [sequence_length, self.max_mentions]
+        # Labels: `[B, S]`, or `[B, R]` with R known per batch only.
+        label_width = None if self.loss_positions else sequence_length
+        if self.loss_positions:
+            keys.append("loss_positions")
+            dtypes.append(tf.int32)
+            widths.append(None)
 
         def fn(p, r):
             p = _to_python_strings(p, "prompts")
             r = _to_python_strings(r, "responses") if has_responses else None
-            x, y, w = self._pack(p, r, sequence_length)
+            x, y, w = self._pack_for_training(p, r, sequence_length)
             return tuple(x[k] for k in keys) + (y, w)
 
         outs = tf.numpy_function(
@@ -437,7 +459,7 @@ class ItemLanguageModelPreprocessor(keras_hub.models.Preprocessor):
             stateful=False,
         )
         shaped = []
-        for t, width in zip(outs, widths + [sequence_length] * 2):
+        for t, width in zip(outs, widths + [label_width] * 2):
             t.set_shape([None, width])
             shaped.append(t[0] if scalar else t)
         x = dict(zip(keys, shaped[:-2]))
@@ -544,6 +566,7 @@ class ItemLanguageModelPreprocessor(keras_hub.models.Preprocessor):
                 "user_prefix": self.user_prefix,
                 "add_start_token": self.add_start_token,
                 "add_end_token": self.add_end_token,
+                "loss_positions": self.loss_positions,
             }
         )
         return config

@@ -1,5 +1,6 @@
 """Tests for text-only backbone pretraining (make_llama_backbone, pretrain_backbone)."""
 
+import keras
 import numpy as np
 import pytest
 
@@ -58,6 +59,15 @@ def test_batches_weight_responses_only_and_bucket(tokenizer):
         np.testing.assert_array_equal(ys[b][ws[b] > 0], y[b][weight[b] > 0])
         np.testing.assert_array_equal(
             xs["loss_positions"][b][ws[b] > 0], np.flatnonzero(weight[b]))
+    # The same when the preprocessor selects the positions itself.
+    preprocessor.loss_positions = True
+    try:
+        xp, yp, wp = PromptResponseBatches(preprocessor, PAIRS, batch_size=3)[0]
+    finally:
+        preprocessor.loss_positions = False
+    for a, b in zip((xs, ys, ws), (xp, yp, wp)):
+        for u, v in zip(keras.tree.flatten(a), keras.tree.flatten(b)):
+            np.testing.assert_array_equal(u, v)
 
 
 def test_make_llama_backbone_checks_heads():

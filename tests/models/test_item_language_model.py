@@ -494,6 +494,21 @@ def test_fit_with_loss_positions_equals_fit_on_every_position(backbones, tokeniz
         np.testing.assert_allclose(to_np(a), to_np(b), rtol=1e-4, atol=1e-6)
 
 
+def test_fit_on_strings_with_a_loss_positions_preprocessor(backbones, tokenizer):
+    keras.utils.set_random_seed(6)
+    full = make_model(backbones["llama"], tokenizer)
+    some = make_model(backbones["llama"], tokenizer)
+    some.set_weights(full.get_weights())
+    some.preprocessor.loss_positions = True
+    before = [to_np(w).copy() for w in full.adaptor.weights]
+    for model in (full, some):
+        model.compile(optimizer=keras.optimizers.SGD(0.5))
+        model.fit(TRAIN, batch_size=4, epochs=2, shuffle=False, verbose=0)
+    for w0, a, b in zip(before, full.adaptor.weights, some.adaptor.weights):
+        assert np.abs(to_np(a) - w0).max() > 1e-4
+        np.testing.assert_allclose(to_np(a), to_np(b), rtol=1e-4, atol=1e-6)
+
+
 # ----------------------------------------------------------------------
 # Q-Former variants.
 # ----------------------------------------------------------------------

@@ -120,6 +120,27 @@ def test_tf_data_path_matches_eager(tokenizer):
     assert graph[0]["token_ids"].shape == (2, 40)
 
 
+def test_loss_positions_option_in_eager_and_tf_data(tokenizer):
+    data = {
+        "prompts": ["user_1 liked item_7", "item_1001 next"],
+        "responses": ["item_42", "item_1001"],
+    }
+    plain = make_preprocessor(tokenizer)(data)
+    prep = make_preprocessor(tokenizer, loss_positions=True)
+    want = prep.select_loss_positions(*plain)
+    eager = prep(data)
+    assert set(eager[0]) == set(plain[0]) | {"loss_positions"}
+    ds = tf.data.Dataset.from_tensor_slices(data).batch(2).map(prep)
+    graph = next(iter(ds))
+    for got in (eager, graph):
+        for a, b in zip(keras.tree.flatten(want), keras.tree.flatten(got)):
+            np.testing.assert_array_equal(a, np.asarray(b))
+    assert eager[1].shape[1] < plain[1].shape[1]
+    config = prep.get_config()
+    config["tokenizer"] = tokenizer
+    assert ItemLanguageModelPreprocessor.from_config(config).loss_positions
+
+
 def test_errors(tokenizer):
     prep = make_preprocessor(tokenizer)
     with pytest.raises(ValueError, match="Prompt 1 mentions unknown item `item_5`"):
