@@ -86,11 +86,12 @@ class ItemLanguageModelPreprocessor(keras_hub.models.Preprocessor):
         add_start_token: bool. Prepend the tokenizer's start token (none is
             added when the tokenizer has no start token).
         add_end_token: bool. Append the tokenizer's end token to responses.
-        loss_positions: bool. If True, `call` returns the labels at weighted
-            positions only, with `x["loss_positions"]` (see
-            `select_loss_positions`), so that `ItemLanguageModel.fit` on
-            strings computes logits there only; `y` and `sample_weight` are
-            then `[B, R]`.
+        loss_positions: bool. If True, `call` on prompt/response pairs
+            returns the labels at weighted positions only, with
+            `x["loss_positions"]` (see `select_loss_positions`), so that
+            `ItemLanguageModel.fit` on pairs computes logits there only; `y`
+            and `sample_weight` are then `[B, R]`. Plain strings (no
+            responses; e.g. `predict`) keep every position.
         **kwargs: standard `keras.layers.Layer` arguments.
 
     Example:
@@ -419,9 +420,10 @@ class ItemLanguageModelPreprocessor(keras_hub.models.Preprocessor):
         return keras.utils.pack_x_y_sample_weight(x, y, sample_weight)
 
     def _pack_for_training(self, prompts, responses, sequence_length):
-        """`_pack`, then `select_loss_positions` if `self.loss_positions`."""
+        """`_pack`, then `select_loss_positions` for pairs if
+        `self.loss_positions`."""
         x, y, sample_weight = self._pack(prompts, responses, sequence_length)
-        if self.loss_positions:
+        if self.loss_positions and responses is not None:
             return self.select_loss_positions(x, y, sample_weight)
         return x, y, sample_weight
 
@@ -440,8 +442,9 @@ class ItemLanguageModelPreprocessor(keras_hub.models.Preprocessor):
             dtypes += [tf.bool, tf.int32]
             widths += [sequence_length, self.max_mentions]
         # Labels: `[B, S]`, or `[B, R]` with R known per batch only.
-        label_width = None if self.loss_positions else sequence_length
-        if self.loss_positions:
+        compact = self.loss_positions and has_responses
+        label_width = None if compact else sequence_length
+        if compact:
             keys.append("loss_positions")
             dtypes.append(tf.int32)
             widths.append(None)

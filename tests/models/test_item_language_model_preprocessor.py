@@ -139,6 +139,11 @@ def test_loss_positions_option_in_eager_and_tf_data(tokenizer):
     config = prep.get_config()
     config["tokenizer"] = tokenizer
     assert ItemLanguageModelPreprocessor.from_config(config).loss_positions
+    # Plain strings (e.g. `predict`) keep every position, in both paths.
+    texts = ["user_1 liked item_7", "item_1001 next"]
+    for x, y, _ in (prep(texts), next(iter(
+            tf.data.Dataset.from_tensor_slices(texts).batch(2).map(prep)))):
+        assert "loss_positions" not in x and y.shape == (2, 40)
 
 
 def test_errors(tokenizer):
