@@ -98,7 +98,8 @@ class ItemLanguageModel(keras_hub.models.CausalLM):
     everywhere else (with a 49k-token vocabulary, a quarter of the step).
     `ItemLanguageModelPreprocessor.select_loss_positions` turns `(x, y,
     sample_weight)` into that form, and a preprocessor built with
-    `loss_positions=True` returns it, so `fit` on strings gets it too. With the default `compile()` loss (the
+    `loss_positions=True` returns it for prompt/response pairs, so `fit` on
+    pairs of strings gets it too. With the default `compile()` loss (the
     mean over weighted tokens) loss and gradients are unchanged; a loss or
     metric that averages over all positions (Keras' default
     `"sum_over_batch_size"`, unweighted `metrics=`) would see `R` positions
