@@ -73,8 +73,9 @@ class PromptResponseBatches(keras.utils.PyDataset):
     by `preprocessor` batch by batch, and cut to the longest example of the
     batch rounded up to `length_bucket` tokens (few distinct shapes, little
     padding; with `loss_positions`, the label width is bucketed too, and
-    each (width, label width) pair is one compiled shape). Every batch is full (static shapes): the last batch of an
-    epoch is completed with the epoch's first pairs.
+    each (width, label width) pair is one compiled shape). Every batch is
+    full (static shapes): the last batch of an epoch is completed with the
+    epoch's first pairs.
 
     Args:
         preprocessor: an `ItemLanguageModelPreprocessor`.

@@ -95,7 +95,7 @@ class ItemLanguageModel(keras_hub.models.CausalLM):
     tokens). Inputs may carry `x["loss_positions"]` (int `[B, R]`, positions
     in `0..S-1`); the model then returns logits at those positions only,
     `[B, R, vocabulary_size]`, skipping the LLM's vocabulary projection
-    everywhere else (with a 49k-token vocabulary, a quarter of the step).
+    everywhere else (SmolLM2's 49k-token vocabulary: a fifth of the step).
     `ItemLanguageModelPreprocessor.select_loss_positions` turns `(x, y,
     sample_weight)` into that form, and a preprocessor built with
     `loss_positions=True` returns it for prompt/response pairs, so `fit` on
