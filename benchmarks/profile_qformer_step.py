@@ -66,12 +66,6 @@ def _seconds(fn, steps):
     return (time.perf_counter() - start) / steps
 
 
-def _torch_dtype():
-    import torch
-
-    return torch.bfloat16 if FLAGS.dtype == "bfloat16" else torch.float32
-
-
 def _check_jax_device():
     """JAX must run where torch runs, or the comparison means nothing."""
     import jax
@@ -230,7 +224,7 @@ def kernels():
     import numpy as np
     import torch
 
-    device, dtype = torch.device(FLAGS.device), _torch_dtype()
+    device, dtype = torch.device(FLAGS.device), throughput.torch_dtype()
     jdtype = jnp.bfloat16 if FLAGS.dtype == "bfloat16" else jnp.float32
     rng = np.random.default_rng(0)
 
@@ -289,16 +283,9 @@ def kernels():
 
 
 def hf():
-    import numpy as np
     import torch
 
-    throughput.configure_torch()
-    device = torch.device(FLAGS.device)
-    model = throughput.hf_peer_model().to(device=device, dtype=_torch_dtype())
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    data = throughput._data(np)
-    cf = torch.tensor(data["cf_embedding"], device=device, dtype=_torch_dtype())
-    ids = torch.tensor(data["token_ids"], device=device, dtype=torch.long)
+    model, optimizer, cf, ids = throughput.hf_peer_setup()
 
     def forward():
         with torch.no_grad():

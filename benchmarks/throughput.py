@@ -240,18 +240,34 @@ def configure_torch():
         torch.backends.cudnn.allow_tf32 = True
 
 
-def time_hf_qformer(compiled):
+def torch_dtype():
+    import torch
+
+    return torch.bfloat16 if FLAGS.dtype == "bfloat16" else torch.float32
+
+
+def hf_peer_setup():
+    """`(model, optimizer, cf, token_ids)`: the HF peer at the flags' shape,
+    device and dtype (torch configured by `configure_torch`), AdamW, and the
+    benchmark batch as torch tensors."""
     import numpy as np
     import torch
 
     configure_torch()
-    device = torch.device(FLAGS.device)
-    dtype = torch.bfloat16 if FLAGS.dtype == "bfloat16" else torch.float32
+    device, dtype = torch.device(FLAGS.device), torch_dtype()
     model = hf_peer_model().to(device=device, dtype=dtype)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
     data = _data(np)
     cf = torch.tensor(data["cf_embedding"], device=device, dtype=dtype)
     ids = torch.tensor(data["token_ids"], device=device, dtype=torch.long)
+    return model, optimizer, cf, ids
+
+
+def time_hf_qformer(compiled):
+    import torch
+
+    device = torch.device(FLAGS.device)
+    model, optimizer, cf, ids = hf_peer_setup()
 
     def step():
         optimizer.zero_grad(set_to_none=True)
