@@ -381,6 +381,7 @@ def build_phase2(variant, backbone, tokenizer, split, user_table, item_table,
         user_ids=[str(u) for u in data.user_index],
         sequence_length=sequence_length_for(split, tokenizer, soft, config),
         max_mentions=config.max_history + 2,
+        loss_positions=True,  # phase 2: logits at response tokens only
     )
     if variant == "ilm_rand":
         qformer = qformer if qformer is not None else qformer_config(item_table, config)
@@ -488,8 +489,8 @@ def train_phase2(model, split, config, callbacks=None, checkpoint_path=None):
     Batches are tokenized by the model's own preprocessor
     (`PromptResponseBatches`, new templates every epoch), so the fit runs
     on preprocessed inputs (`keras.Model.fit`, bypassing keras-hub's
-    preprocessing map); logits are computed at response positions
-    only. With `checkpoint_path`, a `BestValidationCheckpoint`
+    preprocessing map); `build_phase2`'s preprocessor keeps the labels at
+    response positions, so logits are computed there only. With `checkpoint_path`, a `BestValidationCheckpoint`
     on validation NDCG@10 (sequential task, seen template 0, the first
     `config.max_valid_users` users) picks the weights kept.
 
@@ -505,7 +506,6 @@ def train_phase2(model, split, config, callbacks=None, checkpoint_path=None):
         batch_size=config.phase2_batch_size,
         seed=config.seed,
         length_bucket=config.length_bucket,
-        loss_positions=True,
     )
     callbacks = list(callbacks or [])
     if checkpoint_path is not None:

@@ -72,8 +72,9 @@ class PromptResponseBatches(keras.utils.PyDataset):
     templates every epoch); they are shuffled with `(seed, epoch)`, tokenized
     by `preprocessor` batch by batch, and cut to the longest example of the
     batch rounded up to `length_bucket` tokens (few distinct shapes, little
-    padding; with `loss_positions`, the label width is bucketed too, and
-    each (width, label width) pair is one compiled shape). Every batch is
+    padding). With a preprocessor built with `loss_positions=True`, labels
+    are kept at weighted positions only (their width bucketed to 8), and
+    each (width, label width) pair is one compiled shape. Every batch is
     full (static shapes): the last batch of an epoch is completed with the
     epoch's first pairs.
 
@@ -84,14 +85,10 @@ class PromptResponseBatches(keras.utils.PyDataset):
         batch_size: int.
         seed: int.
         length_bucket: int.
-        loss_positions: if True, batches keep the labels at weighted
-            positions only and say where they are
-            (`ItemLanguageModelPreprocessor.select_loss_positions`), for an
-            `ItemLanguageModel` that then skips the other positions' logits.
     """
 
     def __init__(self, preprocessor, pairs_for_epoch, batch_size=32, seed=0,
-                 length_bucket=16, loss_positions=False):
+                 length_bucket=16):
         super().__init__()
         if not callable(pairs_for_epoch):
             fixed = list(pairs_for_epoch)
@@ -101,7 +98,6 @@ class PromptResponseBatches(keras.utils.PyDataset):
         self.batch_size = int(batch_size)
         self.seed = int(seed)
         self.length_bucket = int(length_bucket)
-        self.loss_positions = bool(loss_positions)
         self.epoch = 0
         self._load(0)
 
@@ -129,16 +125,13 @@ class PromptResponseBatches(keras.utils.PyDataset):
             x["token_ids"].shape[1],
         )
         if "loss_positions" in x:
-            # The preprocessor already kept the weighted labels only (its
-            # `loss_positions=True`); they all lie within `width`.
+            # Labels already kept at weighted positions (all within `width`):
+            # only the sequence-wide inputs are cut.
             x = {k: np.asarray(v) if k == "loss_positions"
                  else np.asarray(v)[:, :width] for k, v in x.items()}
             return x, np.asarray(y), np.asarray(weight)
         x = {k: np.asarray(v)[:, :width] for k, v in x.items()}
-        y, weight = np.asarray(y)[:, :width], np.asarray(weight)[:, :width]
-        if self.loss_positions:
-            return self.preprocessor.select_loss_positions(x, y, weight)
-        return x, y, weight
+        return x, np.asarray(y)[:, :width], np.asarray(weight)[:, :width]
 
     def on_epoch_end(self):
         self.epoch += 1

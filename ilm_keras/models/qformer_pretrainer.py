@@ -272,8 +272,8 @@ class QFormerPretrainer(keras.Model):
                 item-text and pair batches.
         """
         enabled = set(self.enabled_losses)
-        mixes_kinds = bool(enabled & {"itc", "itg", "itm"}) and bool(
-            enabled & {"ii", "ui"}
+        mixes_kinds = bool(enabled & set(LOSS_SETS["it"])) and bool(
+            enabled & set(LOSS_SETS["ii_ui"])
         )
         if keras.backend.backend() == "tensorflow" and mixes_kinds:
             if jit_compile is True:

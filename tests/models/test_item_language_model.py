@@ -477,36 +477,39 @@ def test_loss_positions_give_the_same_logits_and_loss(arch, mlp_models):
         to_np(model(bad))
 
 
-def test_fit_with_loss_positions_equals_fit_on_every_position(backbones, tokenizer):
-    keras.utils.set_random_seed(5)
+def twin_models(backbones, tokenizer, seed):
+    """Two equal Llama models and the adaptor weights they start from."""
+    keras.utils.set_random_seed(seed)
     full = make_model(backbones["llama"], tokenizer)
     some = make_model(backbones["llama"], tokenizer)
     some.set_weights(full.get_weights())
-    before = [to_np(w).copy() for w in full.adaptor.weights]
+    return full, some, [to_np(w).copy() for w in full.adaptor.weights]
+
+
+def assert_same_training(before, full, some):
+    for w0, a, b in zip(before, full.adaptor.weights, some.adaptor.weights):
+        assert np.abs(to_np(a) - w0).max() > 1e-4  # it trained
+        np.testing.assert_allclose(to_np(a), to_np(b), rtol=1e-4, atol=1e-6)
+
+
+def test_fit_with_loss_positions_equals_fit_on_every_position(backbones, tokenizer):
+    full, some, before = twin_models(backbones, tokenizer, seed=5)
     x, y, sw = full.preprocessor(TRAIN)
     for model, data in ((full, (x, y, sw)),
                         (some, full.preprocessor.select_loss_positions(x, y, sw))):
         model.compile(optimizer=keras.optimizers.SGD(0.5))
         model.fit(data[0], data[1], sample_weight=data[2], batch_size=4,
                   epochs=2, shuffle=False, verbose=0)
-    for w0, a, b in zip(before, full.adaptor.weights, some.adaptor.weights):
-        assert np.abs(to_np(a) - w0).max() > 1e-4  # it trained
-        np.testing.assert_allclose(to_np(a), to_np(b), rtol=1e-4, atol=1e-6)
+    assert_same_training(before, full, some)
 
 
 def test_fit_on_strings_with_a_loss_positions_preprocessor(backbones, tokenizer):
-    keras.utils.set_random_seed(6)
-    full = make_model(backbones["llama"], tokenizer)
-    some = make_model(backbones["llama"], tokenizer)
-    some.set_weights(full.get_weights())
+    full, some, before = twin_models(backbones, tokenizer, seed=6)
     some.preprocessor.loss_positions = True
-    before = [to_np(w).copy() for w in full.adaptor.weights]
     for model in (full, some):
         model.compile(optimizer=keras.optimizers.SGD(0.5))
         model.fit(TRAIN, batch_size=4, epochs=2, shuffle=False, verbose=0)
-    for w0, a, b in zip(before, full.adaptor.weights, some.adaptor.weights):
-        assert np.abs(to_np(a) - w0).max() > 1e-4
-        np.testing.assert_allclose(to_np(a), to_np(b), rtol=1e-4, atol=1e-6)
+    assert_same_training(before, full, some)
 
 
 # ----------------------------------------------------------------------
