@@ -107,12 +107,23 @@ def config_for(dataset, seed, has_texts):
     )
 
 
-def mean_se(values):
+def _mean_and_se(values):
+    """Mean and standard error over seeds (se 0 for a single seed)."""
     values = np.asarray(values, dtype=float)
     if len(values) < 2:
-        return f"{values.mean():.4f}"
-    se = values.std(ddof=1) / np.sqrt(len(values))
-    return f"{values.mean():.4f} ± {se:.4f}"
+        return values.mean(), 0.0
+    return values.mean(), values.std(ddof=1) / np.sqrt(len(values))
+
+
+def mean_se(values):
+    mean, se = _mean_and_se(values)
+    return f"{mean:.4f}" if len(values) < 2 else f"{mean:.4f} ± {se:.4f}"
+
+
+def _cf_key(dataset):
+    """iALS metrics as the LLM variants are scored: MovieLens excludes the
+    history items (OpenP5's ML protocol), the others keep them."""
+    return "test/excl" if dataset.upper().startswith("ML") else "test/incl"
 
 
 def main(argv):
@@ -185,7 +196,7 @@ def write_markdown(results, errors, total, load_start, load_end):
                 secs = np.mean([c["seconds"]["phase2"] for c in cells])
                 lines.append(f"| {VARIANT_NAMES[variant]} | " + " | ".join(row)
                              + f" | {users} | {secs:.0f} |")
-            cf_key = "test/excl" if dataset.upper().startswith("ML") else "test/incl"
+            cf_key = _cf_key(dataset)
             any_cell = next(c for (d, _, _), c in results.items() if d == dataset)
             cf_cells = [results[k] for k in results if k[0] == dataset
                         and k[1] == any_cell["variant"]]
@@ -257,7 +268,7 @@ def write_markdown(results, errors, total, load_start, load_end):
     print("\n".join(lines))
 
 
-def _mean_over_seeds(results, dataset, variant, setting, key):
+def _per_seed(results, dataset, variant, setting, key):
     return [c["test"][setting][key] for (d, v, _), c in results.items()
             if d == dataset and v == variant]
 
@@ -270,11 +281,11 @@ def reading_notes(results):
     for dataset in sorted({d for d, _, _ in results}):
         random_hr = 10 / NUM_ITEMS[dataset]
         any_cell = next(c for (d, _, _), c in results.items() if d == dataset)
-        cf_key = "test/excl" if dataset.upper().startswith("ML") else "test/incl"
+        cf_key = _cf_key(dataset)
         ials = any_cell["cf_dot_product"][cf_key]["HR@10"]
         parts = []
         for variant in FLAGS.variants:
-            values = _mean_over_seeds(results, dataset, variant, setting, "HR@10")
+            values = _per_seed(results, dataset, variant, setting, "HR@10")
             if values:
                 parts.append(f"{VARIANT_NAMES[variant]} {np.mean(values):.4f}")
         notes.append(
@@ -300,22 +311,23 @@ def write_chart(results, path):
         len(datasets), len(settings), figsize=(5 * len(settings), 3.2 * len(datasets)),
         squeeze=False)
     for row, dataset in enumerate(datasets):
-        cf_key = "test/excl" if dataset.upper().startswith("ML") else "test/incl"
+        cf_key = _cf_key(dataset)
         for col, setting in enumerate(settings):
             names, means, errors = [], [], []
             for variant in FLAGS.variants:
-                values = _mean_over_seeds(results, dataset, variant, setting, "NDCG@10")
+                values = _per_seed(results, dataset, variant, setting, "NDCG@10")
                 if values:
                     names.append(VARIANT_NAMES[variant])
-                    means.append(np.mean(values))
-                    errors.append(np.std(values, ddof=1) / np.sqrt(len(values))
-                                  if len(values) > 1 else 0.0)
+                    mean, se = _mean_and_se(values)
+                    means.append(mean)
+                    errors.append(se)
             cf = [c["cf_dot_product"][cf_key]["NDCG@10"]
                   for (d, v, _), c in results.items()
                   if d == dataset and v == FLAGS.variants[0]]
             names.append("iALS dot")
-            means.append(np.mean(cf))
-            errors.append(np.std(cf, ddof=1) / np.sqrt(len(cf)) if len(cf) > 1 else 0.0)
+            mean, se = _mean_and_se(cf)
+            means.append(mean)
+            errors.append(se)
             axis = axes[row][col]
             axis.bar(names, means, yerr=errors, capsize=3,
                      color=["#9e9e9e"] * (len(names) - 1) + ["#4c72b0"])
