@@ -88,6 +88,8 @@ class PipelineConfig:
         max_valid_users: users of the per-epoch validation (checkpoint pick).
         length_bucket: training batch widths are multiples of this (a larger
             bucket: fewer shapes to compile, more padding).
+        length_group: training batches per length-sorted group (pairs of
+            similar length share a batch; 1: plain shuffled batches).
         verbose: `fit` verbosity (1: progress bars).
         seed: one seed for indexing, CF, model init and shuffles.
     """
@@ -127,6 +129,7 @@ class PipelineConfig:
     max_eval_users: int = None
     max_valid_users: int = 200
     length_bucket: int = 16
+    length_group: int = 50
     verbose: int = 1
     seed: int = 0
 
@@ -357,6 +360,7 @@ def pretrain_llm(split, config, callbacks=None):
         verbose=config.verbose,
         steps_per_epoch=config.llm_steps_per_epoch,
         length_bucket=config.length_bucket,
+        length_group=config.length_group,
     )
     return tokenizer, backbone, history
 
@@ -506,6 +510,7 @@ def train_phase2(model, split, config, callbacks=None, checkpoint_path=None):
         batch_size=config.phase2_batch_size,
         seed=config.seed,
         length_bucket=config.length_bucket,
+        length_group=config.length_group,
     )
     callbacks = list(callbacks or [])
     if checkpoint_path is not None:

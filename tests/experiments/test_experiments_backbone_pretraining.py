@@ -67,6 +67,65 @@ def test_batches_weight_responses_only_and_bucket(tokenizer):
         np.testing.assert_array_equal(a, b)
 
 
+def _texts(batch, tokenizer):
+    """The (prompt + response) strings of a batch, padding dropped."""
+    x, _, _ = batch
+    return [tokenizer.detokenize(row[mask].tolist())
+            for row, mask in zip(x["token_ids"], x["padding_mask"])]
+
+
+def test_batches_group_pairs_of_similar_length(tokenizer):
+    # 12 short and 12 long pairs: plain shuffling mixes them; grouping puts
+    # each batch of 4 within one width, so no batch pads a short pair to a
+    # long one, and every pair still comes once per epoch. The short pairs
+    # come in two phrasings of one width: those still share batches.
+    short = [(f"user_{u} next?" if u % 2 else f"what about user_{u}?",
+              "item_1001") for u in range(12)]
+    long = [(f"user_{u} bought " + ", ".join(f"item_{i}" for i in ITEMS)
+             + " and more of the same. What next?", "item_1002")
+            for u in range(12)]
+    users = [str(u) for u in range(12)]
+    preprocessor = ItemLanguageModelPreprocessor(
+        tokenizer, item_ids=ITEMS, user_ids=users, sequence_length=96,
+        num_soft_tokens=0,
+    )
+    pairs = short + long
+
+    def widths(batches):
+        return sorted(batches[i][0]["token_ids"].shape[1]
+                      for i in range(len(batches)))
+
+    grouped = PromptResponseBatches(preprocessor, pairs, batch_size=4, seed=3)
+    plain = PromptResponseBatches(
+        preprocessor, pairs, batch_size=4, seed=3, length_group=1)
+    assert widths(grouped) == [16] * 3 + [64] * 3
+    assert widths(plain).count(16) < 3
+    mixed = [texts for texts in (_texts(grouped[i], tokenizer)
+                                 for i in range(len(grouped)))
+             if len({"what" in t for t in texts}) == 2]
+    assert mixed and all("bought" not in t for t in sum(mixed, []))
+    for batches in (grouped, plain):
+        for epoch in range(2):
+            seen = sorted(t for i in range(len(batches))
+                          for t in _texts(batches[i], tokenizer))
+            assert seen == sorted(
+                t for t in _texts(
+                    preprocessor({"prompts": [p for p, _ in pairs],
+                                  "responses": [r for _, r in pairs]}),
+                    tokenizer))
+            batches.on_epoch_end()
+    # Same seed and epoch, same batches; the next epoch reshuffles.
+    again = PromptResponseBatches(preprocessor, pairs, batch_size=4, seed=3)
+    first = [_texts(again[i], tokenizer) for i in range(len(again))]
+    assert first == [_texts(PromptResponseBatches(
+        preprocessor, pairs, batch_size=4, seed=3)[i], tokenizer)
+        for i in range(len(again))]
+    again.on_epoch_end()
+    assert [_texts(again[i], tokenizer) for i in range(len(again))] != first
+    with pytest.raises(ValueError, match="length_group"):
+        PromptResponseBatches(preprocessor, pairs, length_group=0)
+
+
 def test_make_llama_backbone_checks_heads():
     with pytest.raises(ValueError, match="multiple of num_heads"):
         make_llama_backbone(100, hidden_dim=30, num_heads=4)
@@ -78,7 +137,7 @@ def test_pretrained_backbone_generates_the_right_items(tokenizer):
     )
     history = pretrain_backbone(
         backbone, tokenizer, PAIRS * 8, item_ids=ITEMS, user_ids=USERS,
-        epochs=40, batch_size=8, learning_rate=3e-3, sequence_length=32,
+        epochs=40, batch_size=4, learning_rate=3e-3, sequence_length=32,
         verbose=0,
     )
     losses = history.history["loss"]
