@@ -525,9 +525,10 @@ def train_phase2(model, split, config, callbacks=None, checkpoint_path=None):
         )
     return keras.Model.fit(
         model,
-        batches,
+        batches.fit_input(),
         epochs=config.phase2_epochs,
-        steps_per_epoch=config.phase2_steps_per_epoch,
+        steps_per_epoch=min(config.phase2_steps_per_epoch or len(batches),
+                            len(batches)),
         callbacks=callbacks,
         verbose=config.verbose,
     )

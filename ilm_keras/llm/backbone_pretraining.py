@@ -179,6 +179,36 @@ class PromptResponseBatches(keras.utils.PyDataset):
         self.epoch += 1
         self._load(self.epoch)
 
+    def fit_input(self):
+        """These batches as `fit` takes them on the current backend.
+
+        On TensorFlow, Keras turns a `PyDataset` into a `tf.data.Dataset`
+        whose shapes come from its first two batches; a batch width missing
+        from both would then stop `fit` mid-epoch. There this returns an
+        endless `tf.data.Dataset` over the epochs (each pass ends with
+        `on_epoch_end`) whose sequence widths are left free; give `fit` its
+        `steps_per_epoch`. On other backends it returns the batches
+        themselves.
+        """
+        if keras.backend.backend() != "tensorflow":
+            return self
+        import tensorflow as tf
+
+        signature = keras.tree.map_structure(
+            lambda a: tf.TensorSpec((None,) * np.ndim(a),
+                                    tf.as_dtype(np.asarray(a).dtype)),
+            self[0],
+        )
+
+        def generate():
+            while True:
+                for index in range(len(self)):
+                    yield self[index]
+                self.on_epoch_end()
+
+        return tf.data.Dataset.from_generator(
+            generate, output_signature=signature)
+
 
 def pretrain_backbone(
     backbone,
@@ -267,9 +297,9 @@ def pretrain_backbone(
     )
     backbone.trainable = True
     return causal_lm.fit(
-        batches,
+        batches.fit_input(),
         epochs=epochs,
-        steps_per_epoch=steps_per_epoch,
+        steps_per_epoch=steps,
         callbacks=callbacks,
         verbose=verbose,
     )

@@ -126,6 +126,36 @@ def test_batches_group_pairs_of_similar_length(tokenizer):
         PromptResponseBatches(preprocessor, pairs, length_group=0)
 
 
+def test_pretraining_takes_a_width_its_first_two_batches_lack(tokenizer):
+    # Keras fixes a PyDataset's TensorFlow shapes from its first two batches;
+    # here both have one width and a later one is wider, which once stopped
+    # `fit` on TensorFlow with "yielded an element of shape ...".
+    long = ("Which item should we recommend to user_1 after "
+            + ", ".join(f"item_{i}" for i in ITEMS) + "?", "item_1003")
+    pairs = PAIRS[1:] * 2 + [long]
+    preprocessor = ItemLanguageModelPreprocessor(
+        tokenizer, item_ids=ITEMS, user_ids=USERS, sequence_length=64,
+        num_soft_tokens=0,
+    )
+    def widths(seed):
+        batches = PromptResponseBatches(
+            preprocessor, pairs, batch_size=2, seed=seed, length_group=1)
+        return [batches[i][0]["token_ids"].shape[1]
+                for i in range(len(batches))]
+
+    seed = next(seed for seed in range(100)
+                if widths(seed)[0] == widths(seed)[1] < max(widths(seed)))
+    backbone = make_llama_backbone(
+        tokenizer.vocabulary_size(), num_layers=1, hidden_dim=16, num_heads=2)
+    history = pretrain_backbone(
+        backbone, tokenizer, pairs, item_ids=ITEMS, user_ids=USERS, epochs=2,
+        batch_size=2, sequence_length=64, seed=seed, length_group=1,
+        verbose=0,
+    )
+    assert len(history.history["loss"]) == 2
+    assert np.all(np.isfinite(history.history["loss"]))
+
+
 def test_make_llama_backbone_checks_heads():
     with pytest.raises(ValueError, match="multiple of num_heads"):
         make_llama_backbone(100, hidden_dim=30, num_heads=4)
