@@ -18,7 +18,6 @@ which pairs share a batch, so quality must be compared over seeds.
 import collections
 import dataclasses
 import os
-import platform
 import statistics
 import sys
 import time
@@ -30,6 +29,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 sys.path.insert(0, os.path.join(REPO, "benchmarks"))
 
+from throughput import report_header  # noqa: E402
 from throughput import write_report  # noqa: E402  (defines --output)
 
 FLAGS = flags.FLAGS
@@ -63,22 +63,11 @@ class _EpochClock:
 def _padding(split, config, tokenizer, group):
     """(real-token share, {width: batches}) of epoch 0's batches."""
     from ilm_keras.experiments import pipeline as pl
-    from ilm_keras.llm.backbone_pretraining import PromptResponseBatches
-    from ilm_keras.models.item_language_model_preprocessor import (
-        ItemLanguageModelPreprocessor,
-    )
+    from ilm_keras.llm.backbone_pretraining import pretraining_batches
 
-    data = split.data
-    preprocessor = ItemLanguageModelPreprocessor(
-        tokenizer,
-        item_ids=[str(i) for i in data.item_index],
-        user_ids=[str(u) for u in data.user_index],
-        sequence_length=pl.sequence_length_for(split, tokenizer, 0, config),
-        num_soft_tokens=0,
-    )
-    batches = PromptResponseBatches(
-        preprocessor, lambda epoch: pl.training_pairs(split, config, epoch),
-        config.llm_batch_size, config.seed, config.length_bucket, group)
+    batches = pretraining_batches(
+        tokenizer, **pl.llm_batch_args(
+            split, tokenizer, dataclasses.replace(config, length_group=group)))
     real = total = 0
     widths = collections.Counter()
     for index in range(len(batches)):
@@ -127,15 +116,9 @@ def main(argv):
             sum(s[1:]) / len(s[1:]) for s, _ in runs[group])
 
     reference = steady(groups[0])
-    lines = [
-        "# Length-grouped batches: decoder pretraining",
-        "",
-        f"Command: `KERAS_BACKEND={keras.backend.backend()} python "
-        + " ".join(sys.argv) + "`",
-        "",
-        f"Machine: {platform.processor() or platform.machine()}, "
-        f"{os.cpu_count()} CPUs; keras {keras.__version__}; wall {wall:.0f} s.",
-        "",
+    lines = report_header(
+        "Length-grouped batches: decoder pretraining",
+        f"; pretraining runs: wall {wall:.0f} s.") + [
         f"Quickstart data ({FLAGS.num_users} users, {FLAGS.num_items} items) "
         f"and decoder ({base.llm_layers} layers, width {base.llm_hidden}, "
         f"batch {base.llm_batch_size}, length bucket {base.length_bucket}); "

@@ -444,6 +444,24 @@ def main(argv):
                      b / seconds["every position"],
                      seconds["every position"] / fast, "-"))
 
+    lines = report_header("Throughput") + [
+        f"Shape: {shape}. Median of {FLAGS.repeats} chunks of {FLAGS.steps} "
+        "steps (ours: inside one `fit`, after a compiling chunk; HF: after "
+        "3 warm-up steps).",
+        "",
+        "| what | examples/s | speed-up of ilm_keras (first row) vs this | MFU |",
+        "|---|---|---|---|",
+    ]
+    for name, rate, ratio, util in rows:
+        ratio_text = "-" if ratio is None else f"{ratio:.2f}x"
+        lines.append(f"| {name} | {rate:.1f} | {ratio_text} | {util} |")
+    write_report(lines, FLAGS.output)
+
+
+def report_header(title, note=""):
+    """A report's title, exact command and machine (with versions) lines."""
+    import keras
+
     versions = f"keras {keras.__version__}"
     for module in ("jax", "tensorflow"):
         try:
@@ -456,26 +474,16 @@ def main(argv):
         versions += f", torch {torch.__version__}, transformers {transformers.__version__}"
     except ImportError:
         pass
-    lines = [
-        "# Throughput",
+    return [
+        f"# {title}",
         "",
         f"Command: `KERAS_BACKEND={keras.backend.backend()} python "
         + " ".join(sys.argv) + "`",
         "",
         f"Machine: {platform.processor() or platform.machine()}, "
-        f"{os.cpu_count()} CPUs; {versions}",
+        f"{os.cpu_count()} CPUs; {versions}{note}",
         "",
-        f"Shape: {shape}. Median of {FLAGS.repeats} chunks of {FLAGS.steps} "
-        "steps (ours: inside one `fit`, after a compiling chunk; HF: after "
-        "3 warm-up steps).",
-        "",
-        "| what | examples/s | speed-up of ilm_keras (first row) vs this | MFU |",
-        "|---|---|---|---|",
     ]
-    for name, rate, ratio, util in rows:
-        ratio_text = "-" if ratio is None else f"{ratio:.2f}x"
-        lines.append(f"| {name} | {rate:.1f} | {ratio_text} | {util} |")
-    write_report(lines, FLAGS.output)
 
 
 def write_report(lines, path):

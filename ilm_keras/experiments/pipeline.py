@@ -348,21 +348,30 @@ def pretrain_llm(split, config, callbacks=None):
     history = pretrain_backbone(
         backbone,
         tokenizer,
-        lambda epoch: training_pairs(split, config, epoch),
-        item_ids=data.item_index,
-        user_ids=data.user_index,
         epochs=config.llm_epochs,
-        batch_size=config.llm_batch_size,
         learning_rate=config.llm_learning_rate,
-        sequence_length=sequence_length_for(split, tokenizer, 0, config),
-        seed=config.seed,
         callbacks=callbacks,
         verbose=config.verbose,
         steps_per_epoch=config.llm_steps_per_epoch,
+        **llm_batch_args(split, tokenizer, config),
+    )
+    return tokenizer, backbone, history
+
+
+def llm_batch_args(split, tokenizer, config):
+    """`pretrain_llm`'s batch arguments of `pretrain_backbone` (and of
+    `pretraining_batches`, to inspect its batches)."""
+    data = split.data
+    return dict(
+        pairs_for_epoch=lambda epoch: training_pairs(split, config, epoch),
+        item_ids=data.item_index,
+        user_ids=data.user_index,
+        batch_size=config.llm_batch_size,
+        sequence_length=sequence_length_for(split, tokenizer, 0, config),
+        seed=config.seed,
         length_bucket=config.length_bucket,
         length_group=config.length_group,
     )
-    return tokenizer, backbone, history
 
 
 # ----------------------------------------------------------------------

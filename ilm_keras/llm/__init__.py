@@ -13,6 +13,7 @@ Public API:
 
 from ilm_keras.llm.backbone_pretraining import make_llama_backbone
 from ilm_keras.llm.backbone_pretraining import pretrain_backbone
+from ilm_keras.llm.backbone_pretraining import pretraining_batches
 from ilm_keras.llm.causal_lm import causal_lm_for
 from ilm_keras.llm.causal_lm import load_causal_lm
 from ilm_keras.llm.gguf_file import GGUFFile
@@ -35,4 +36,5 @@ __all__ = [
     "load_gguf",
     "make_llama_backbone",
     "pretrain_backbone",
+    "pretraining_batches",
 ]

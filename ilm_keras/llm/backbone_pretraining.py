@@ -210,6 +210,45 @@ class PromptResponseBatches(keras.utils.PyDataset):
             generate, output_signature=signature)
 
 
+def pretraining_batches(
+    tokenizer,
+    pairs_for_epoch,
+    item_ids,
+    user_ids=None,
+    batch_size=32,
+    seed=0,
+    sequence_length=256,
+    length_bucket=16,
+    length_group=50,
+):
+    """The batches `pretrain_backbone` trains on (same arguments).
+
+    `PromptResponseBatches` over a text-only `ItemLanguageModelPreprocessor`
+    (no soft tokens): to look at what pretraining will see, e.g. how much of
+    each batch is padding.
+
+    Returns:
+        A `PromptResponseBatches`.
+
+    Example:
+    ```python
+    batches = pretraining_batches(tokenizer, pairs, item_ids=data.item_index)
+    x, y, sample_weight = batches[0]
+    ```
+    """
+    preprocessor = ItemLanguageModelPreprocessor(
+        tokenizer,
+        item_ids=[str(i) for i in item_ids],
+        user_ids=None if user_ids is None else [str(u) for u in user_ids],
+        sequence_length=sequence_length,
+        num_soft_tokens=0,
+    )
+    return PromptResponseBatches(
+        preprocessor, pairs_for_epoch, batch_size, seed, length_bucket,
+        length_group,
+    )
+
+
 def pretrain_backbone(
     backbone,
     tokenizer,
@@ -270,16 +309,9 @@ def pretrain_backbone(
                       epochs=3)
     ```
     """
-    preprocessor = ItemLanguageModelPreprocessor(
-        tokenizer,
-        item_ids=[str(i) for i in item_ids],
-        user_ids=None if user_ids is None else [str(u) for u in user_ids],
-        sequence_length=sequence_length,
-        num_soft_tokens=0,
-    )
-    batches = PromptResponseBatches(
-        preprocessor, pairs_for_epoch, batch_size, seed, length_bucket,
-        length_group,
+    batches = pretraining_batches(
+        tokenizer, pairs_for_epoch, item_ids, user_ids, batch_size, seed,
+        sequence_length, length_bucket, length_group,
     )
     steps = len(batches) if steps_per_epoch is None else min(steps_per_epoch, len(batches))
     inputs = backbone.input
