@@ -532,12 +532,12 @@ def train_phase2(model, split, config, callbacks=None, checkpoint_path=None):
                 checkpoint_path,
             )
         )
+    x, steps_per_epoch = batches.fit_input(config.phase2_steps_per_epoch)
     return keras.Model.fit(
         model,
-        batches.fit_input(),
+        x,
         epochs=config.phase2_epochs,
-        steps_per_epoch=min(config.phase2_steps_per_epoch or len(batches),
-                            len(batches)),
+        steps_per_epoch=steps_per_epoch,
         callbacks=callbacks,
         verbose=config.verbose,
     )

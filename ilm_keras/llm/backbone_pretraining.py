@@ -179,19 +179,22 @@ class PromptResponseBatches(keras.utils.PyDataset):
         self.epoch += 1
         self._load(self.epoch)
 
-    def fit_input(self):
-        """These batches as `fit` takes them on the current backend.
+    def fit_input(self, steps_per_epoch=None):
+        """`(x, steps_per_epoch)` for `fit` on the current backend.
 
         On TensorFlow, Keras turns a `PyDataset` into a `tf.data.Dataset`
         whose shapes come from its first two batches; a batch width missing
-        from both would then stop `fit` mid-epoch. There this returns an
-        endless `tf.data.Dataset` over the epochs (each pass ends with
-        `on_epoch_end`) whose sequence widths are left free; give `fit` its
-        `steps_per_epoch`. On other backends it returns the batches
-        themselves.
+        from both would then stop `fit` mid-epoch. There `x` is an endless
+        `tf.data.Dataset` over the epochs (each pass ends with
+        `on_epoch_end`) whose sequence widths are left free, and
+        `steps_per_epoch` defaults to one pass. On other backends `x` is the
+        batches themselves and `steps_per_epoch` is returned as given.
+
+        Args:
+            steps_per_epoch: optional int, a cap on batches per epoch.
         """
         if keras.backend.backend() != "tensorflow":
-            return self
+            return self, steps_per_epoch
         import tensorflow as tf
 
         signature = keras.tree.map_structure(
@@ -206,8 +209,9 @@ class PromptResponseBatches(keras.utils.PyDataset):
                     yield self[index]
                 self.on_epoch_end()
 
-        return tf.data.Dataset.from_generator(
+        dataset = tf.data.Dataset.from_generator(
             generate, output_signature=signature)
+        return dataset, min(steps_per_epoch or len(self), len(self))
 
 
 def pretraining_batches(
@@ -328,10 +332,11 @@ def pretrain_backbone(
         weighted_metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
     )
     backbone.trainable = True
+    x, steps_per_epoch = batches.fit_input(steps_per_epoch)
     return causal_lm.fit(
-        batches.fit_input(),
+        x,
         epochs=epochs,
-        steps_per_epoch=steps,
+        steps_per_epoch=steps_per_epoch,
         callbacks=callbacks,
         verbose=verbose,
     )
