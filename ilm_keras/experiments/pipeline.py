@@ -538,6 +538,7 @@ def train_phase2(model, split, config, callbacks=None, checkpoint_path=None):
         x,
         epochs=config.phase2_epochs,
         steps_per_epoch=steps_per_epoch,
+        shuffle=False,  # the batches shuffle themselves
         callbacks=callbacks,
         verbose=config.verbose,
     )

@@ -337,6 +337,7 @@ def pretrain_backbone(
         x,
         epochs=epochs,
         steps_per_epoch=steps_per_epoch,
+        shuffle=False,  # the batches shuffle themselves
         callbacks=callbacks,
         verbose=verbose,
     )
