@@ -84,10 +84,13 @@ class PromptResponseBatches(keras.utils.PyDataset):
     their task, still mix. `length_group=1` gives plain shuffled batches.
 
     With a preprocessor built with `loss_positions=True`, labels are kept at
-    weighted positions only (their width bucketed to 8), and each (width,
-    label width) pair is one compiled shape. Every batch is
-    full (static shapes): the last batch of an epoch is completed with the
-    epoch's first pairs.
+    weighted positions only, and every batch of an epoch gets the label
+    width of the epoch's longest response (`preprocessor.loss_width`; the
+    extra positions have weight 0): with short (`item_<id>`) and long
+    (item text) responses mixed, batch widths would otherwise pair with
+    both label widths and a compiled backend would compile each pair. Every
+    batch is full (static shapes): the last batch of an epoch is completed
+    with the epoch's first pairs.
 
     Args:
         preprocessor: an `ItemLanguageModelPreprocessor`.
@@ -122,6 +125,10 @@ class PromptResponseBatches(keras.utils.PyDataset):
             raise ValueError(f"No (prompt, response) pairs for epoch {epoch}.")
         rng = np.random.default_rng([self.seed, epoch])
         self.pairs = [pairs[i] for i in rng.permutation(len(pairs))]
+        self.label_width = None
+        if getattr(self.preprocessor, "loss_positions", False):
+            self.label_width = self.preprocessor.loss_width(
+                [r for _, r in pairs])
         # Batch `j` of the shuffled pairs is slot `j % length_group` of group
         # `j // length_group`. Groups come in random order, their batches in
         # random order, so a capped epoch (`steps_per_epoch`) sorts only the
@@ -168,10 +175,16 @@ class PromptResponseBatches(keras.utils.PyDataset):
         )
         if "loss_positions" in x:
             # Labels already kept at weighted positions (all within `width`):
-            # only the sequence-wide inputs are cut.
-            x = {k: np.asarray(v) if k == "loss_positions"
-                 else np.asarray(v)[:, :width] for k, v in x.items()}
-            return x, np.asarray(y), np.asarray(weight)
+            # they are padded to the epoch's label width (position 0, weight
+            # 0) and only the sequence-wide inputs are cut.
+            labels = [np.asarray(x["loss_positions"]), np.asarray(y),
+                      np.asarray(weight)]
+            extra = max(0, (self.label_width or 0) - labels[0].shape[1])
+            labels = [np.pad(a, ((0, 0), (0, extra))) for a in labels]
+            x = {k: np.asarray(v)[:, :width] for k, v in x.items()
+                 if k != "loss_positions"}
+            x["loss_positions"] = labels[0]
+            return x, labels[1], labels[2]
         x = {k: np.asarray(v)[:, :width] for k, v in x.items()}
         return x, np.asarray(y)[:, :width], np.asarray(weight)[:, :width]
 

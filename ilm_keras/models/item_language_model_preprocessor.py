@@ -468,6 +468,39 @@ class ItemLanguageModelPreprocessor(keras_hub.models.Preprocessor):
         x = dict(zip(keys, shaped[:-2]))
         return keras.utils.pack_x_y_sample_weight(x, shaped[-2], shaped[-1])
 
+    def loss_width(self, responses, multiple=8):
+        """The label width `R` that fits every one of `responses`.
+
+        `select_loss_positions` cuts a batch's labels to its widest response
+        (response tokens plus the end token), rounded up to `multiple`: a
+        batch whose responses are all among `responses` has at most this
+        width. Padding every batch's labels to it (position 0, weight 0)
+        leaves a single label shape, so a training loop compiles one step
+        per sequence width rather than one per (width, label width).
+
+        Args:
+            responses: the responses (strings) batches may hold.
+            multiple: int, as in `select_loss_positions`.
+
+        Returns:
+            int.
+
+        Example:
+        ```python
+        preprocessor.loss_width(["item_12", "A long item description."])
+        ```
+        """
+        distinct = sorted(set(_to_python_strings(responses, "responses")))
+        if not distinct:
+            raise ValueError("`responses` is empty; nothing to measure.")
+        if int(multiple) != multiple or multiple < 1:
+            raise ValueError(f"`multiple` must be an int >= 1; got {multiple}.")
+        end = 1 if self.add_end_token else 0
+        longest = max(len(t) for t in self._tokenize(distinct)) + end
+        multiple = int(multiple)
+        return int(min(-(-max(longest, 1) // multiple) * multiple,
+                       self.sequence_length))
+
     @staticmethod
     def select_loss_positions(x, y, sample_weight, multiple=8):
         """Keeps the labels where the loss counts, and says where they are.

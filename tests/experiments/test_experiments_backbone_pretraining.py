@@ -67,6 +67,41 @@ def test_batches_weight_responses_only_and_bucket(tokenizer):
         np.testing.assert_array_equal(a, b)
 
 
+def test_batches_share_one_label_width_per_epoch(tokenizer):
+    # Short (item id) and long (text) responses: without a common label
+    # width each sequence width would come with two label widths, i.e. two
+    # compiled steps. Every batch gets the longest response's width; the
+    # extra positions have weight 0, so the weighted targets are unchanged.
+    text = "A long description of the item, in many more words than an id."
+    pairs = PAIRS * 3 + [("What is item_1001 about?", text)]
+    preprocessor = ItemLanguageModelPreprocessor(
+        tokenizer, item_ids=ITEMS, user_ids=USERS, sequence_length=64,
+        num_soft_tokens=0, loss_positions=True,
+    )
+    width = preprocessor.loss_width([r for _, r in pairs])
+    assert width == -(-(len(tokenizer(text)) + 1) // 8) * 8 > 8
+    assert preprocessor.loss_width(["item_1001"]) == 8  # 6 tokens + end.
+    batches = PromptResponseBatches(preprocessor, pairs, batch_size=2)
+    plain = PromptResponseBatches(ItemLanguageModelPreprocessor(
+        tokenizer, item_ids=ITEMS, user_ids=USERS, sequence_length=64,
+        num_soft_tokens=0,
+    ), pairs, batch_size=2)  # the same batches, labels at every position
+    kept = []
+    for i in range(len(batches)):
+        x, y, weight = batches[i]
+        assert y.shape == weight.shape == x["loss_positions"].shape == (2, width)
+        px, py, pw = plain[i]
+        np.testing.assert_array_equal(x["token_ids"], px["token_ids"])
+        for b in range(2):
+            np.testing.assert_array_equal(y[b][weight[b] > 0], py[b][pw[b] > 0])
+            np.testing.assert_array_equal(
+                x["loss_positions"][b][weight[b] > 0], np.flatnonzero(pw[b]))
+        kept.append(int((weight > 0).sum()))
+    assert max(kept) > 2 * 7  # the text's batch
+    with pytest.raises(ValueError, match="empty"):
+        preprocessor.loss_width([])
+
+
 def _texts(batch, tokenizer):
     """The (prompt + response) strings of a batch, padding dropped."""
     x, _, _ = batch
