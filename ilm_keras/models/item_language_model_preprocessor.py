@@ -7,6 +7,8 @@ import keras
 import keras_hub
 import numpy as np
 
+from ilm_keras.utils.errors import raise_call_errors_as_raised
+
 try:
     import tensorflow as tf
 except ImportError:  # pragma: no cover - TF ships with keras-hub on Linux.
@@ -395,6 +397,9 @@ class ItemLanguageModelPreprocessor(keras_hub.models.Preprocessor):
                 )
             return x["prompts"], x.get("responses")
         return x, None
+
+    # Errors name the bad prompt; Keras would append the whole batch.
+    __call__ = raise_call_errors_as_raised(keras_hub.models.Preprocessor.__call__)
 
     def call(self, x, y=None, sample_weight=None, sequence_length=None):
         if isinstance(x, dict) and "token_ids" in x:

@@ -170,6 +170,20 @@ def test_errors(tokenizer):
         ItemLanguageModelPreprocessor(tokenizer, ITEM_IDS).generate_preprocess(["x"])
 
 
+def test_errors_on_large_batches_stay_short(tokenizer):
+    # Keras appends a failing `call`'s arguments to its error; 3,000 prompts
+    # would bury the one line that names the problem.
+    prep = make_preprocessor(tokenizer)
+    prompts = ["a item_7 b"] * 3000 + ["a item_5 b"]
+    with pytest.raises(ValueError) as info:
+        prep({"prompts": prompts, "responses": ["item_42"] * len(prompts)})
+    message = str(info.value)
+    assert message.startswith("Prompt 3000 mentions unknown item `item_5`")
+    assert len(message) < 300
+    with pytest.raises(TypeError, match=r"`prompts\[1\]` must be a string"):
+        prep({"prompts": ["a", 3], "responses": ["b", "c"]})
+
+
 def test_config_round_trip(tokenizer):
     prep = make_preprocessor(tokenizer, item_prefix="movie_")
     config = prep.get_config()
