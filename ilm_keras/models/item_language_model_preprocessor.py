@@ -34,6 +34,14 @@ def _to_python_strings(x, name):
     return out
 
 
+def _label_width(count, multiple, limit):
+    """`count` weighted positions rounded up to `multiple`, at most `limit`."""
+    if int(multiple) != multiple or multiple < 1:
+        raise ValueError(f"`multiple` must be an int >= 1; got {multiple}.")
+    multiple = int(multiple)
+    return int(min(-(-max(count, 1) // multiple) * multiple, limit))
+
+
 @keras.saving.register_keras_serializable(package="ilm_keras")
 class ItemLanguageModelPreprocessor(keras_hub.models.Preprocessor):
     """Tokenizes prompts that mention items and users, for `ItemLanguageModel`.
@@ -498,13 +506,9 @@ class ItemLanguageModelPreprocessor(keras_hub.models.Preprocessor):
         distinct = sorted(set(_to_python_strings(responses, "responses")))
         if not distinct:
             raise ValueError("`responses` is empty; nothing to measure.")
-        if int(multiple) != multiple or multiple < 1:
-            raise ValueError(f"`multiple` must be an int >= 1; got {multiple}.")
         end = 1 if self.add_end_token else 0
         longest = max(len(t) for t in self._tokenize(distinct)) + end
-        multiple = int(multiple)
-        return int(min(-(-max(longest, 1) // multiple) * multiple,
-                       self.sequence_length))
+        return _label_width(longest, multiple, self.sequence_length)
 
     @staticmethod
     def select_loss_positions(x, y, sample_weight, multiple=8):
@@ -541,15 +545,11 @@ class ItemLanguageModelPreprocessor(keras_hub.models.Preprocessor):
             )
         if not np.all(np.isfinite(weight)) or np.any(weight < 0):
             raise ValueError("`sample_weight` must be finite and >= 0.")
-        if int(multiple) != multiple or multiple < 1:
-            raise ValueError(f"`multiple` must be an int >= 1; got {multiple}.")
         if y.shape[0] == 0:
             raise ValueError("The batch is empty; nothing to select.")
-        multiple = int(multiple)
         kept = weight > 0
         counts = kept.sum(axis=1)
-        width = int(min(-(-max(int(counts.max()), 1) // multiple) * multiple,
-                        y.shape[1]))
+        width = _label_width(int(counts.max()), multiple, y.shape[1])
         # Weighted positions first (stable: in order), then the rest.
         order = np.argsort(~kept, axis=1, kind="stable")[:, :width]
         valid = np.arange(width)[None, :] < counts[:, None]
