@@ -24,7 +24,7 @@ HR@10 / NDCG@10 with history excluded (TensorFlow; JAX in brackets): random
 ranking 0.200 / 0.091, OpenP5-R 0.200 / 0.096 (0.210 / 0.109), ILM 0.283 /
 0.144 (0.207 / 0.105), iALS dot product 0.453 / 0.267. The shuffle alone
 moves one run's HR@10 by up to 0.14: compare over seeds (0-2 on JAX: ILM
-0.270 +- 0.034, OpenP5-R 0.220 +- 0.029; `benchmarks/results/
+0.236 +- 0.015, OpenP5-R 0.204 +- 0.009; `benchmarks/results/
 length_grouping.md`). The small LLM variants do not reach plain CF
 retrieval at this size. `--small` gives a smoke run.
 """
