@@ -18,8 +18,8 @@ Steps (progress bars for every `fit`):
 
 The synthetic data (`ilm_keras.data.make_synthetic_data`) plants clusters that
 users, items and item texts share. No download; no GPU needed. Measured from
-a fresh clone on the 2-core CPU (installed environment), seed 0: 153 s with
-Keras' default backend (TensorFlow), 242 s with `KERAS_BACKEND=jax`. Test
+a fresh clone on the 2-core CPU (installed environment), seed 0: 149 s with
+Keras' default backend (TensorFlow), 233 s with `KERAS_BACKEND=jax`. Test
 HR@10 / NDCG@10 with history excluded (TensorFlow; JAX in brackets): random
 ranking 0.200 / 0.091, OpenP5-R 0.200 / 0.096 (0.210 / 0.109), ILM 0.283 /
 0.144 (0.207 / 0.105), iALS dot product 0.453 / 0.267. The shuffle alone
