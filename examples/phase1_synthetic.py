@@ -120,7 +120,8 @@ def main(argv):
         optimizer=keras.optimizers.AdamW(FLAGS.learning_rate, weight_decay=0.01)
     )
     start = time.time()
-    pretrainer.fit(dataset, steps_per_epoch=steps, epochs=FLAGS.epochs, verbose=2)
+    pretrainer.fit(dataset, steps_per_epoch=steps, epochs=FLAGS.epochs,
+                   shuffle=False, verbose=2)  # the dataset shuffles itself
     print(f"phase 1: {FLAGS.epochs} epochs x {steps} steps in {time.time() - start:.1f}s")
 
     print(f"\nheld-out items: {len(held)}; chance: text recall@1 "

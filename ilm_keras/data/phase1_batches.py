@@ -117,7 +117,9 @@ def make_phase1_dataset(
     Returns:
         `(dataset, steps_per_epoch)`; one epoch is one pass over the
         item-text pairs (the item-item pairs for `"ii_ui"`) with as many
-        batches of each other enabled kind.
+        batches of each other enabled kind. The dataset shuffles itself:
+        pass `shuffle=False` to `fit` (Keras would warn that it ignores
+        `shuffle=True` on a `tf.data.Dataset`).
 
     Example:
     ```python
@@ -125,7 +127,7 @@ def make_phase1_dataset(
     dataset, steps = make_phase1_dataset(
         item_table, item_text=(np.arange(len(texts)), token_ids, padding_mask),
         item_item=pairs, losses="it_ii", batch_size=32)
-    pretrainer.fit(dataset, steps_per_epoch=steps, epochs=5)
+    pretrainer.fit(dataset, steps_per_epoch=steps, epochs=5, shuffle=False)
     ```
     """
     import tensorflow as tf

@@ -250,6 +250,7 @@ def pretrain_qformer(split, user_table, item_table, config, callbacks=None):
         dataset,
         steps_per_epoch=steps,
         epochs=config.phase1_epochs,
+        shuffle=False,  # the dataset shuffles itself
         callbacks=callbacks,
         verbose=config.verbose,
     )

@@ -174,7 +174,7 @@ class QFormerPretrainer(keras.Model):
         qformer, losses="it_ii", dec_token_id=tokenizer.dec_token_id)
     pretrainer.compile(optimizer=keras.optimizers.AdamW(1e-4))
     dataset, steps = ilm_keras.data.make_phase1_dataset(...)
-    pretrainer.fit(dataset, steps_per_epoch=steps, epochs=10)
+    pretrainer.fit(dataset, steps_per_epoch=steps, epochs=10, shuffle=False)
     ```
     """
 
