@@ -17,10 +17,12 @@ def raise_call_errors_as_raised(call_method):
     dump of the call's arguments.
 
     Keras builds the longer error inside the `except` block that caught the
-    original one, so the original is its `__context__`; it is re-raised
-    when it has the same type (the message that names the problem and the
-    traceback to where it was raised are unchanged). Other errors pass as
-    they are.
+    original one, so the original is its `__context__`, and marks it
+    (`_keras_call_info_injected`). A marked error whose original has the
+    same type is replaced by the original (its message names the problem,
+    its traceback ends where it was raised); any other error passes as it
+    is, so if Keras changes how it does this, its longer error comes
+    through unchanged.
 
     Args:
         call_method: the `__call__` method to wrap.
