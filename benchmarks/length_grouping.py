@@ -29,6 +29,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 sys.path.insert(0, os.path.join(REPO, "benchmarks"))
 
+from seed_stats import mean_and_se  # noqa: E402
 from throughput import report_header  # noqa: E402
 from throughput import write_report  # noqa: E402  (defines --output)
 
@@ -171,10 +172,7 @@ def _quickstart_table(groups):
                   + f"; {sum(results['seconds'].values()):.0f} s", flush=True)
 
     def mean_se(values):
-        mean = statistics.mean(values)
-        se = (statistics.stdev(values) / len(values) ** 0.5
-              if len(values) > 1 else float("nan"))
-        return f"{mean:.3f} ± {se:.3f}"
+        return "{:.3f} ± {:.3f}".format(*mean_and_se(values))
 
     phases = list(rows[groups[0]][0]["seconds"])
     lines = [

@@ -35,6 +35,7 @@ from ilm_keras.experiments import VARIANT_NAMES
 from ilm_keras.experiments.openp5 import METRIC_KEYS
 from ilm_keras.experiments.openp5 import load_dataset
 from ilm_keras.experiments.openp5 import run_openp5_cell
+from seed_stats import mean_and_se  # noqa: E402  (benchmarks/, the script's folder)
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("datasets", ["ML100K"], "OpenP5 datasets.")
@@ -107,16 +108,8 @@ def config_for(dataset, seed, has_texts):
     )
 
 
-def _mean_and_se(values):
-    """Mean and standard error over seeds (se 0 for a single seed)."""
-    values = np.asarray(values, dtype=float)
-    if len(values) < 2:
-        return values.mean(), 0.0
-    return values.mean(), values.std(ddof=1) / np.sqrt(len(values))
-
-
 def mean_se(values):
-    mean, se = _mean_and_se(values)
+    mean, se = mean_and_se(values)
     return f"{mean:.4f}" if len(values) < 2 else f"{mean:.4f} ± {se:.4f}"
 
 
@@ -318,14 +311,14 @@ def write_chart(results, path):
                 values = _per_seed(results, dataset, variant, setting, "NDCG@10")
                 if values:
                     names.append(VARIANT_NAMES[variant])
-                    mean, se = _mean_and_se(values)
+                    mean, se = mean_and_se(values)
                     means.append(mean)
                     errors.append(se)
             cf = [c["cf_dot_product"][cf_key]["NDCG@10"]
                   for (d, v, _), c in results.items()
                   if d == dataset and v == FLAGS.variants[0]]
             names.append("iALS dot")
-            mean, se = _mean_and_se(cf)
+            mean, se = mean_and_se(cf)
             means.append(mean)
             errors.append(se)
             axis = axes[row][col]
