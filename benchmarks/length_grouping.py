@@ -30,10 +30,10 @@ sys.path.insert(0, REPO)
 sys.path.insert(0, os.path.join(REPO, "benchmarks"))
 
 from seed_stats import mean_and_se  # noqa: E402
-from throughput import report_header  # noqa: E402
-from throughput import write_report  # noqa: E402  (defines --output)
+from report import report_header  # noqa: E402
+from report import write_report  # noqa: E402
+from throughput import FLAGS  # noqa: E402  (with its --output, --repeats)
 
-FLAGS = flags.FLAGS
 flags.DEFINE_list("groups", ["1", "50"], "length_group values compared.")
 flags.DEFINE_integer("epochs", 4, "Pretraining epochs per run.")
 flags.FLAGS.set_default("repeats", 2)  # throughput.py's flag: runs per setting.

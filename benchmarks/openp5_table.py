@@ -35,7 +35,10 @@ from ilm_keras.experiments import VARIANT_NAMES
 from ilm_keras.experiments.openp5 import METRIC_KEYS
 from ilm_keras.experiments.openp5 import load_dataset
 from ilm_keras.experiments.openp5 import run_openp5_cell
-from seed_stats import mean_and_se  # noqa: E402  (benchmarks/, the script's folder)
+from report import code_revision  # noqa: E402  (benchmarks/, the script's folder)
+from report import command_line  # noqa: E402
+from report import library_versions  # noqa: E402
+from seed_stats import mean_and_se  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("datasets", ["ML100K"], "OpenP5 datasets.")
@@ -145,7 +148,7 @@ def main(argv):
 
 
 def write_markdown(results, errors, total, load_start, load_end):
-    command = "python " + " ".join(sys.argv)
+    command = command_line()
     lines = [
         "# OpenP5 recommendation (paper Table 3) at CPU scale",
         "",
@@ -154,7 +157,8 @@ def write_markdown(results, errors, total, load_start, load_end):
         "", "```", command, "```", "",
         f"- Machine: {platform.platform()}, {os.cpu_count()} cores (shared; load "
         f"average at start / end: {', '.join(f'{x:.1f}' for x in load_start)} / "
-        f"{', '.join(f'{x:.1f}' for x in load_end)}).",
+        f"{', '.join(f'{x:.1f}' for x in load_end)}); {library_versions()}; "
+        f"code {code_revision()}.",
         f"- Wall time of this invocation: {total:.0f} s. Cells already on disk "
         "are read back, not rerun: each cell's own wall time is listed below "
         "its dataset.",
@@ -190,9 +194,7 @@ def write_markdown(results, errors, total, load_start, load_end):
                 lines.append(f"| {VARIANT_NAMES[variant]} | " + " | ".join(row)
                              + f" | {users} | {secs:.0f} |")
             cf_key = _cf_key(dataset)
-            any_cell = next(c for (d, _, _), c in results.items() if d == dataset)
-            cf_cells = [results[k] for k in results if k[0] == dataset
-                        and k[1] == any_cell["variant"]]
+            cf_cells = _cf_cells(results, dataset)
             row = [mean_se([c["cf_dot_product"][cf_key][k] for c in cf_cells])
                    for k in METRIC_KEYS]
             num_items = NUM_ITEMS[dataset]
@@ -202,7 +204,7 @@ def write_markdown(results, errors, total, load_start, load_end):
             lines += [f"| iALS dot product ({cf_key.split('/')[1]}., same "
                       "embeddings; user folded in from the test history) | "
                       + " | ".join(row)
-                      + f" | {int(any_cell['cf_dot_product'][cf_key]['num_users'])} | - |",
+                      + f" | {int(cf_cells[0]['cf_dot_product'][cf_key]['num_users'])} | - |",
                       ""]
         for seed in seeds:
             cells = {v: results[(dataset, v, seed)] for v in FLAGS.variants
@@ -266,6 +268,14 @@ def _per_seed(results, dataset, variant, setting, key):
             if d == dataset and v == variant]
 
 
+def _cf_cells(results, dataset):
+    """One cell per seed of `dataset`: the variants of a seed share its CF
+    run, so each seed's CF metrics are read once."""
+    variant = next(v for d, v, _ in results if d == dataset)
+    return [c for (d, v, _), c in results.items()
+            if d == dataset and v == variant]
+
+
 def reading_notes(results):
     """Facts computed from `results`: each LLM variant's HR@10 beside a
     random ranking and beside iALS, per dataset (sequential, seen)."""
@@ -273,9 +283,9 @@ def reading_notes(results):
     setting = "sequential/seen"
     for dataset in sorted({d for d, _, _ in results}):
         random_hr = 10 / NUM_ITEMS[dataset]
-        any_cell = next(c for (d, _, _), c in results.items() if d == dataset)
         cf_key = _cf_key(dataset)
-        ials = any_cell["cf_dot_product"][cf_key]["HR@10"]
+        ials = np.mean([c["cf_dot_product"][cf_key]["HR@10"]
+                        for c in _cf_cells(results, dataset)])
         parts = []
         for variant in FLAGS.variants:
             values = _per_seed(results, dataset, variant, setting, "HR@10")
@@ -283,7 +293,8 @@ def reading_notes(results):
                 parts.append(f"{VARIANT_NAMES[variant]} {np.mean(values):.4f}")
         notes.append(
             f"- {dataset}, {setting}, test HR@10: " + ", ".join(parts)
-            + f"; a random ranking {random_hr:.4f}; iALS dot product {ials:.4f}. "
+            + f"; a random ranking {random_hr:.4f}; iALS dot product {ials:.4f} "
+            "(mean over seeds). "
             "With 100-200 evaluated users one hit moves HR@10 by 0.005-0.01, so "
             "differences between variants smaller than about two standard errors "
             "are noise.")

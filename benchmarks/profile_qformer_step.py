@@ -39,6 +39,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 sys.path.insert(0, os.path.join(REPO, "benchmarks"))
 
+import report  # noqa: E402
 import throughput  # noqa: E402  (shape flags and the HF peer model)
 
 FLAGS = flags.FLAGS
@@ -324,9 +325,10 @@ def main(argv):
     lines = [
         "# Q-Former training step: where the time goes",
         "",
-        "Command: `KERAS_BACKEND=jax python " + " ".join(sys.argv) + "`",
+        f"Command: `{report.command_line()}`",
         "",
-        f"Machine: {where}, load average at start "
+        f"Machine: {where}; {report.library_versions()}; code "
+        f"{report.code_revision()}; load average at start "
         f"{', '.join(f'{x:.1f}' for x in load_start)}. Shape: hidden "
         f"{FLAGS.hidden_dim}, {FLAGS.num_layers} layers, {FLAGS.num_query_tokens} "
         f"queries + {FLAGS.text_length} text tokens, batch {b}; ours "
@@ -389,7 +391,7 @@ def main(argv):
         lines.append(
             f"| {name} | {part} | {1e6 * ours_s:.0f} | {1e6 * peer_s:.0f} | "
             f"{peer_s / ours_s:.2f}x | {flops / ours_s / 1e9:.0f} |")
-    throughput.write_report(lines, FLAGS.output)
+    report.write_report(lines, FLAGS.output)
 
 
 if __name__ == "__main__":

@@ -23,13 +23,13 @@ is faster.
     KERAS_BACKEND=tensorflow python benchmarks/throughput.py --torch_threads 2
 """
 
-import os
-import platform
-import sys
 import time
 
 from absl import app
 from absl import flags
+
+from report import report_header
+from report import write_report
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("sections", ["qformer", "phase1", "phase2"], "What to measure.")
@@ -52,13 +52,14 @@ flags.DEFINE_list(
     "the torch peer; 'mixed_bfloat16' keeps float32 master weights.")
 flags.DEFINE_integer("steps_per_execution", 1, "Keras steps per execution.")
 flags.DEFINE_bool("torch_compile", False, "Also time HF under torch.compile.")
-flags.DEFINE_bool(
-    "jit_compile", True,
-    "Compile our models with XLA. JAX always does; on TensorFlow Keras' "
-    "default ('auto') turns XLA off on CPU-only machines, which costs ~1.5x "
-    "on the Q-Former step (--nojit_compile measures that). Applies to the "
-    "qformer section; phase1/phase2 keep Keras' default (the pretrainer's "
-    "TensorFlow batch-kind dispatch does not compile under XLA).")
+flags.DEFINE_list(
+    "jit_compile", ["true"],
+    "`compile(jit_compile=...)` values to time our Q-Former step under, each "
+    "'true' (XLA) or 'auto' (Keras' default); the first is the reference row. "
+    "JAX always compiles; on TensorFlow 'auto' turns XLA off on CPU-only "
+    "machines (`--jit_compile true,auto` times both in one run). Applies to "
+    "the qformer section; phase1/phase2 keep Keras' default (the "
+    "pretrainer's TensorFlow batch-kind dispatch does not compile under XLA).")
 flags.DEFINE_float("peak_tflops", 0.0, "Device peak TFLOP/s for MFU (0: skip).")
 flags.DEFINE_string("device", "cpu", "torch device for the HF peer.")
 flags.DEFINE_integer("torch_threads", 0, "torch CPU threads (0: torch's default).")
@@ -150,7 +151,7 @@ def make_qformer(**overrides):
     return ilm_keras.QFormer(**config)
 
 
-def time_ours_qformer(policy):
+def time_ours_qformer(policy, jit_compile):
     import keras
     import numpy as np
 
@@ -174,7 +175,7 @@ def time_ours_qformer(policy):
     model = Step(qformer)
     model.compile(optimizer=keras.optimizers.AdamW(1e-4),
                   steps_per_execution=FLAGS.steps_per_execution,
-                  jit_compile=FLAGS.jit_compile or "auto")
+                  jit_compile=jit_compile)
     # The same batch, repeated: `fit` on arrays needs no TensorFlow.
     batch = _data(np)
     copies = (FLAGS.repeats + 1) * FLAGS.steps * FLAGS.steps_per_execution
@@ -402,8 +403,15 @@ def main(argv):
     if "qformer" in FLAGS.sections:
         policies = FLAGS.keras_policies or [
             "mixed_bfloat16" if FLAGS.dtype == "bfloat16" else "float32"]
-        timings = {p: time_ours_qformer(p) for p in policies}
-        ours, params = timings[policies[0]]
+        jit_modes = []
+        for mode in FLAGS.jit_compile:
+            if mode.lower() not in ("true", "auto"):
+                raise app.UsageError(
+                    f"--jit_compile takes 'true' or 'auto' values; got {mode!r}.")
+            jit_modes.append(True if mode.lower() == "true" else "auto")
+        timings = {(p, j): time_ours_qformer(p, j)
+                   for p in policies for j in jit_modes}
+        ours, params = next(iter(timings.values()))
         flops = qformer_flops_per_example(
             FLAGS.hidden_dim, FLAGS.num_layers, FLAGS.num_query_tokens,
             FLAGS.text_length, FLAGS.num_cf_tokens, 4 * FLAGS.hidden_dim) * b
@@ -416,12 +424,11 @@ def main(argv):
                 return "-"
             return f"{100 * flops / seconds / (FLAGS.peak_tflops * 1e12):.1f}%"
 
-        for policy, (seconds, _) in timings.items():
+        for (policy, jit), (seconds, _) in timings.items():
             rows.append((f"Q-Former step (ilm_keras, {keras.backend.backend()}, "
                          f"{policy}, steps_per_execution "
-                         f"{FLAGS.steps_per_execution}, jit_compile "
-                         f"{FLAGS.jit_compile or 'auto'})",
-                         b / seconds, ours / seconds, mfu(seconds)))
+                         f"{FLAGS.steps_per_execution}, jit_compile {jit})",
+                         b / seconds, seconds / ours, mfu(seconds)))
         for name, seconds in peers.items():
             rows.append((name + f" ({FLAGS.device})", b / seconds,
                          seconds / ours, mfu(seconds)))
@@ -456,43 +463,6 @@ def main(argv):
         ratio_text = "-" if ratio is None else f"{ratio:.2f}x"
         lines.append(f"| {name} | {rate:.1f} | {ratio_text} | {util} |")
     write_report(lines, FLAGS.output)
-
-
-def report_header(title, note=""):
-    """A report's title, exact command and machine (with versions) lines."""
-    import keras
-
-    versions = f"keras {keras.__version__}"
-    for module in ("jax", "tensorflow"):
-        try:
-            versions += f", {module} {__import__(module).__version__}"
-        except ImportError:
-            pass
-    try:
-        import torch
-        import transformers
-        versions += f", torch {torch.__version__}, transformers {transformers.__version__}"
-    except ImportError:
-        pass
-    return [
-        f"# {title}",
-        "",
-        f"Command: `KERAS_BACKEND={keras.backend.backend()} python "
-        + " ".join(sys.argv) + "`",
-        "",
-        f"Machine: {platform.processor() or platform.machine()}, "
-        f"{os.cpu_count()} CPUs; {versions}{note}",
-        "",
-    ]
-
-
-def write_report(lines, path):
-    """Prints the markdown `lines` and writes them to `path`."""
-    text = "\n".join(lines) + "\n"
-    print(text)
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    with open(path, "w") as f:
-        f.write(text)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,70 @@
+"""What every results file states: the command, the machine, the versions
+and the code it measured. Shared by the scripts in `benchmarks/`."""
+
+import os
+import platform
+import subprocess
+import sys
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def library_versions():
+    """`keras 3.15.1, jax 0.10.2, ...` for the libraries this process can
+    import (torch and transformers only where the peers are installed)."""
+    import keras
+
+    versions = [f"keras {keras.__version__}"]
+    for module in ("keras_hub", "jax", "tensorflow", "torch", "transformers"):
+        try:
+            versions.append(f"{module} {__import__(module).__version__}")
+        except ImportError:
+            pass
+    return ", ".join(versions)
+
+
+def code_revision():
+    """The checkout's commit, with `+ uncommitted changes` when the tracked
+    files differ from it; `unknown` outside a git checkout."""
+    try:
+        def git(*args):
+            return subprocess.run(
+                ["git", *args], cwd=REPO, capture_output=True, text=True,
+                check=True).stdout.strip()
+
+        commit = git("rev-parse", "--short", "HEAD")
+        dirty = git("status", "--porcelain", "--untracked-files=no")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return f"commit {commit}" + (" + uncommitted changes" if dirty else "")
+
+
+def command_line():
+    """This process's command, with the Keras backend it ran on."""
+    import keras
+
+    return (f"KERAS_BACKEND={keras.backend.backend()} python "
+            + " ".join(sys.argv))
+
+
+def report_header(title, note=""):
+    """A report's title, exact command and machine (versions, code) lines."""
+    return [
+        f"# {title}",
+        "",
+        f"Command: `{command_line()}`",
+        "",
+        f"Machine: {platform.processor() or platform.machine()}, "
+        f"{os.cpu_count()} CPUs; {library_versions()}; code "
+        f"{code_revision()}{note}",
+        "",
+    ]
+
+
+def write_report(lines, path):
+    """Prints the markdown `lines` and writes them to `path`."""
+    text = "\n".join(lines) + "\n"
+    print(text)
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    with open(path, "w") as f:
+        f.write(text)
