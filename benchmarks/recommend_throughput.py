@@ -21,7 +21,7 @@ Rows of ours:
 
 Default size (runs in a few minutes on the 2-core CPU): the OpenP5-sized
 decoder, 4 layers, hidden 256, 4 heads, FFN 1024, and a character/word
-tokenizer of 118 tokens (so `item_1001` is 6 tokens: `item _ 1 0 0 1`); the
+tokenizer of 121 tokens (so `item_1001` is 6 tokens: `item _ 1 0 0 1`); the
 peer config of `../shared/notes/stack-facts.md` is
 `--num_layers=8 --hidden_dim=768 --num_heads=12 --num_kv_heads=12
 --intermediate_dim=2048 --vocabulary_size=32000`.
@@ -58,7 +58,7 @@ flags.DEFINE_integer("num_heads", 4, "Query heads.")
 flags.DEFINE_integer("num_kv_heads", 4, "Key/value heads.")
 flags.DEFINE_integer("intermediate_dim", 1024, "Feed-forward width.")
 flags.DEFINE_integer(
-    "vocabulary_size", 0, "Decoder vocabulary (0: the tokenizer's, 118)."
+    "vocabulary_size", 0, "Decoder vocabulary (0: the tokenizer's, 121)."
 )
 flags.DEFINE_integer("num_items", 1349, "Catalogue size (ids 1001...).")
 flags.DEFINE_integer("prompt_tokens", 64, "Prompt length in text tokens.")

@@ -135,8 +135,9 @@ _THREADED_BLOCK_BYTES = 4 << 20
 # Threads help only when blocks hold many rows, i.e. rows are short: every
 # CG step is a dozen NumPy calls on `[rows_in_block, k]` arrays, and with a
 # few long rows per block those calls are too small to run concurrently
-# (ML100K, 72-103 entries per row: 1 thread 14 ms per iteration, 2 threads
-# 16 ms; Beauty, 7-13 entries per row: 59 ms vs 43 ms).
+# (timed on 2 cores while choosing this threshold, not kept in a results
+# file: ML100K, 72-103 entries per row: 1 thread 14 ms per iteration, 2
+# threads 16 ms; Beauty, 7-13 entries per row: 59 ms vs 43 ms).
 _THREADED_MAX_MEAN_ROW = 32
 
 
@@ -289,7 +290,8 @@ class IALS:
         blas_threads: BLAS threads while fitting and folding in (via
             `threadpoolctl`). The solver makes many small matrix products,
             which run fastest single-threaded; a multithreaded OpenBLAS on a
-            busy machine can be 10x slower. `None` leaves BLAS as it is.
+            busy machine can be several times slower. `None` leaves BLAS as
+            it is.
 
     Example:
     ```python

@@ -29,9 +29,8 @@ class QFormerAttention(keras.layers.Layer):
     rows with a `[hidden, hidden]` kernel and the attended rows with one
     `[hidden, 2 * hidden]` kernel. It computes the same function as
     `keras.layers.MultiHeadAttention` (BERT / BLIP-2 attention with dropout on
-    the probabilities) with one wide matmul instead of three narrow ones,
-    which XLA runs markedly faster on CPUs and fills a GPU better
-    (`benchmarks/throughput.py` measures it).
+    the probabilities) with one wide matmul instead of three narrow ones:
+    fewer, larger kernels.
 
     Args:
         hidden_dim: int, width of the rows and of the output.

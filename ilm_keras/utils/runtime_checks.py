@@ -4,14 +4,16 @@ Keras model code cannot raise a Python exception on a tensor's *value* while
 it is being traced (`jax.jit`, `tf.function`). These helpers raise a
 `ValueError` at once when the value is concrete (NumPy, eager tensors) and
 otherwise insert the backend's own runtime assertion, so a NaN CF vector or a
-malformed batch fails loudly with the same message under every backend:
+malformed batch fails loudly with the same message:
 
 - JAX: `jax.debug.callback` raises the `ValueError` on the host; JAX
   re-raises it as a `JaxRuntimeError` whose text contains the message.
 - TensorFlow: `tf.debugging.Assert` raises `InvalidArgumentError` with the
-  message.
+  message. TensorFlow's XLA (`jit_compile=True`) drops the assertion, so
+  under XLA the check does not run.
 
-This module is the only place in `ilm_keras` with backend-specific checks.
+Each check inside a compiled step is one host round-trip; checks of the
+same tensors belong in one call.
 """
 
 import keras
