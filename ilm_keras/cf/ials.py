@@ -413,6 +413,10 @@ class IALS:
     def _fit(self, interactions, num_users, num_items, compute_loss):
         start = time.perf_counter()
         user_items = interaction_matrix(interactions, num_users, num_items)
+        if not user_items.nnz:
+            raise ValueError(
+                "No interactions to fit: every user's history is empty."
+            )
         item_users = user_items.T.tocsr()
         item_users.sort_indices()
         rng = np.random.default_rng(self.seed)

@@ -112,25 +112,33 @@ def _read_sequences(path):
     """Reads `user_sequence.txt` into (raw users, raw item lists, line numbers)."""
     users, sequences, lines = [], [], []
     first_line = {}
-    with open(path, encoding="utf-8") as f:
-        for number, line in enumerate(f, start=1):
-            tokens = line.split()
-            if not tokens:
-                continue  # A blank line holds no data.
-            if len(tokens) < 2:
-                raise ValueError(
-                    f"{path}, line {number}: expected `user item [item ...]`; "
-                    f"user {tokens[0]!r} has no items."
-                )
-            if tokens[0] in first_line:
-                raise ValueError(
-                    f"{path}, line {number}: user {tokens[0]!r} already has a "
-                    f"sequence on line {first_line[tokens[0]]}."
-                )
-            first_line[tokens[0]] = number
-            users.append(tokens[0])
-            sequences.append(tokens[1:])
-            lines.append(number)
+    try:
+        with open(path, encoding="utf-8") as f:
+            rows = f.read().split("\n")
+    except UnicodeDecodeError as error:
+        with open(path, "rb") as f:
+            line = f.read()[: error.start].count(b"\n") + 1
+        raise ValueError(
+            f"{path}, line {line}: not UTF-8 text ({error.reason})."
+        ) from None
+    for number, line in enumerate(rows, start=1):
+        tokens = line.split()
+        if not tokens:
+            continue  # A blank line holds no data.
+        if len(tokens) < 2:
+            raise ValueError(
+                f"{path}, line {number}: expected `user item [item ...]`; "
+                f"user {tokens[0]!r} has no items."
+            )
+        if tokens[0] in first_line:
+            raise ValueError(
+                f"{path}, line {number}: user {tokens[0]!r} already has a "
+                f"sequence on line {first_line[tokens[0]]}."
+            )
+        first_line[tokens[0]] = number
+        users.append(tokens[0])
+        sequences.append(tokens[1:])
+        lines.append(number)
     if not users:
         raise ValueError(f"{path}: no user sequences.")
     return users, sequences, lines

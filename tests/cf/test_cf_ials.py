@@ -62,6 +62,12 @@ def test_interaction_matrix_errors():
         interaction_matrix(scipy.sparse.csr_matrix(np.eye(2)), num_items=3)
 
 
+@pytest.mark.parametrize("interactions", [[], [[], []]])
+def test_fit_without_interactions_is_an_error(interactions):
+    with pytest.raises(ValueError, match="No interactions to fit"):
+        IALS(factors=4).fit(interactions, num_items=5)
+
+
 @pytest.mark.parametrize("regularization", [0.3, 0.0])
 def test_solve_exact_matches_naive_per_row_solve(regularization):
     # k = 3: rows with fewer than 3 items take the Woodbury (L x L) path when

@@ -96,6 +96,12 @@ def test_malformed_openp5_files(tmp_path, sequence_text, item_index, message):
         load_openp5(tmp_path)
 
 
+def test_sequences_that_are_not_utf8_name_the_file_and_line(tmp_path):
+    (tmp_path / "user_sequence.txt").write_bytes(b"u1 a b\nu2 a \xff\n")
+    with pytest.raises(ValueError, match=r"user_sequence.txt, line 2: not UTF-8"):
+        load_openp5(tmp_path)
+
+
 def test_unknown_user_and_not_a_folder(tmp_path):
     write_folder(tmp_path, SEQUENCES, ITEM_INDEX, [("u9", 1)])
     with pytest.raises(ValueError, match=r"line 2: user 'u3' is not in .*user_indexing.txt"):
