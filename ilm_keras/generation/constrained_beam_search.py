@@ -201,8 +201,11 @@ def shared_prompt_beam_search(
 ):
     """`constrained_beam_search` with a shared prompt cache and exact widths.
 
-    The same search (same candidates, same scores, same result), organised
-    for speed:
+    The same search, organised for speed: identical to
+    `constrained_beam_search` in exact arithmetic (in float32 on CPU the two
+    agree, as the tests check), while under low precision (e.g. bfloat16)
+    the two round differently and near-tied items may swap places. What
+    changes:
 
     - the first expansion reads the log-probabilities the prompt pass already
       computed at each prompt's last position (`first_log_probs`), so no

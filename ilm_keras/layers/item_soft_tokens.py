@@ -4,6 +4,7 @@ import keras
 from keras import ops
 
 from ilm_keras.layers.item_adaptor import LinearAdaptor, MLPAdaptor
+from ilm_keras.utils.runtime_checks import check
 
 
 @keras.saving.register_keras_serializable(package="ilm_keras")
@@ -22,9 +23,13 @@ class ItemSoftTokens(keras.layers.Layer):
     Inputs of `call`: `text_embeddings` `[B, S, H]`, `soft_token_mask` bool
     `[B, S]` (True at soft slots, N consecutive slots after each mention) and
     `entity_ids` int `[B, M]` (table row of each mention in order, -1 for
-    unused mention slots). The j-th soft slot of a row receives the j-th
-    soft vector of that row (mention `j // N`, token `j % N`). Outside soft
-    slots the text embeddings pass through unchanged (bit for bit).
+    unused mention slots after the last mention). The j-th soft slot of a
+    row receives the j-th soft vector of that row (mention `j // N`, token
+    `j % N`). Outside soft slots the text embeddings pass through unchanged
+    (bit for bit). The inputs must agree: every id before a row's first -1
+    is a table row (`< num_rows`), and each row has exactly N soft slots per
+    such mention; otherwise `call` raises a `ValueError` (also compiled, see
+    `ilm_keras.utils.runtime_checks`).
 
     Args:
         encoder: `"qformer"` or `"mlp"`.
@@ -124,7 +129,20 @@ class ItemSoftTokens(keras.layers.Layer):
         batch_size = ops.shape(entity_ids)[0]
         num_mentions = ops.shape(entity_ids)[1]
         num_slots = num_mentions * self.num_soft_tokens
-        rows = ops.reshape(ops.maximum(entity_ids, 0), (-1,))
+        # Mentions are the ids before a row's first -1 (padding).
+        mentioned = ops.cumprod(ops.cast(entity_ids >= 0, "int32"), axis=1)
+        slots_needed = ops.sum(mentioned, axis=1) * self.num_soft_tokens
+        check(
+            ops.logical_and(
+                ops.all(entity_ids < self.num_rows),
+                ops.all(ops.sum(ops.cast(soft_mask, "int32"), axis=1) == slots_needed),
+            ),
+            f"`entity_ids` holds an id >= num_rows={self.num_rows}, or a row "
+            f"of `soft_token_mask` does not have {self.num_soft_tokens} soft "
+            "slot(s) per mention (ids before the row's first -1).",
+        )
+        # Clipped so that a bad id (already reported) cannot make NaNs.
+        rows = ops.reshape(ops.clip(entity_ids, 0, self.num_rows - 1), (-1,))
         cf = ops.take(self.cf_table, rows, axis=0)
         soft = self.encode(cf, training=training)
         soft = ops.reshape(

@@ -405,14 +405,15 @@ class SoftTokenDecoder:
             new_cache.append(kv)
         return self.backbone.layer_norm(x), tuple(new_cache)
 
-    @staticmethod
-    def gather_cache_rows(cache, rows):
-        """Select (and reorder/repeat) batch rows of a cache: `cache[rows]`."""
-        return keras.tree.map_structure(lambda c: ops.take(c, rows, axis=0), cache)
 
-
-class FrozenDecoderLayer(keras.layers.Layer):
+class _FrozenDecoderLayer(keras.layers.Layer):
     """`SoftTokenDecoder.hidden_states` as a layer of a functional model.
+
+    An internal helper of `ItemLanguageModel`, whose constructor builds it;
+    hence no `get_config` and no serialization registration. It is never
+    saved on its own: a saved `ItemLanguageModel` is rebuilt from its own
+    config, and its constructor makes a new layer around the restored
+    backbone (the `decoder` argument, a plain Python object, has no config).
 
     Calling the backbone's blocks as nodes of a functional model would let
     the model's `training` flag reach them (a functional model passes it to

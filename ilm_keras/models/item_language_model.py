@@ -14,7 +14,7 @@ from ilm_keras.generation.constrained_beam_search import (
 )
 from ilm_keras.generation.item_trie import ItemTrie
 from ilm_keras.layers.item_soft_tokens import ItemSoftTokens
-from ilm_keras.layers.soft_token_decoder import FrozenDecoderLayer, SoftTokenDecoder
+from ilm_keras.layers.soft_token_decoder import SoftTokenDecoder, _FrozenDecoderLayer
 from ilm_keras.models.item_language_model_preprocessor import (
     ItemLanguageModelPreprocessor,
     _to_python_strings,
@@ -53,6 +53,22 @@ def _check_table(table, name, cf_dim=None):
     return table
 
 
+def _check_position_limit(decoder, length, what):
+    """Raises a `ValueError` when `length` exceeds the backbone's positions.
+
+    Args:
+        decoder: the model's `SoftTokenDecoder`; its `max_sequence_length`
+            is the limit (e.g. GPT-2's position table; None: no limit).
+        length: int, the number of positions asked for.
+        what: the message's subject, naming `length` and where it came from.
+    """
+    limit = decoder.max_sequence_length
+    if limit is not None and length > limit:
+        raise ValueError(
+            f"{what} exceeds the backbone's limit (max_sequence_length={limit})."
+        )
+
+
 @keras.saving.register_keras_serializable(package="ilm_keras")
 class ItemLanguageModel(keras_hub.models.CausalLM):
     """Item-Language Model (phase 2): items as soft tokens in a frozen LLM.
@@ -78,7 +94,7 @@ class ItemLanguageModel(keras_hub.models.CausalLM):
     The CF tables are non-trainable state of this model (one variable,
     `cf_table`, items then users), saved with it; `set_cf_tables` replaces
     them. The LLM's dropout is always off (its blocks run inside a
-    `FrozenDecoderLayer`, which calls them with `training=False`). With no
+    `_FrozenDecoderLayer`, which calls them with `training=False`). With no
     item or user mentioned, the logits are exactly the LLM's own. A prompt
     may end with a mention: its soft tokens are then the last prompt
     positions and generation continues after them.
@@ -212,18 +228,12 @@ class ItemLanguageModel(keras_hub.models.CausalLM):
             )
             num_soft_tokens = item_soft_tokens.num_soft_tokens
 
-        limit = decoder.max_sequence_length
-        if (
-            preprocessor is not None
-            and limit is not None
-            and preprocessor.sequence_length > limit
-        ):
-            raise ValueError(
-                "The preprocessor's sequence_length "
-                f"({preprocessor.sequence_length}) exceeds the backbone's "
-                f"limit (max_sequence_length={limit})."
-            )
         if preprocessor is not None:
+            _check_position_limit(
+                decoder,
+                preprocessor.sequence_length,
+                f"The preprocessor's sequence_length ({preprocessor.sequence_length})",
+            )
             if preprocessor.num_soft_tokens is None:
                 preprocessor.num_soft_tokens = num_soft_tokens
             elif preprocessor.num_soft_tokens != num_soft_tokens:
@@ -257,7 +267,7 @@ class ItemLanguageModel(keras_hub.models.CausalLM):
                 shape=(None,), dtype="int32", name="entity_ids"
             )
             x = item_soft_tokens(x, inputs["soft_token_mask"], inputs["entity_ids"])
-        hidden = FrozenDecoderLayer(
+        hidden = _FrozenDecoderLayer(
             decoder, dtype=backbone.dtype_policy, name="frozen_decoder"
         )(x, inputs["padding_mask"])
         logits = decoder.logits(hidden)
@@ -507,6 +517,13 @@ class ItemLanguageModel(keras_hub.models.CausalLM):
     def generate_step(self, inputs, stop_token_ids=None):
         """One compiled generation batch (see `keras_hub.models.CausalLM`)."""
         token_ids = inputs["token_ids"]
+        if token_ids.shape[1] is not None:
+            _check_position_limit(
+                self._decoder,
+                token_ids.shape[1],
+                f"`max_length` ({token_ids.shape[1]}; without a preprocessor, "
+                "the width of `token_ids`)",
+            )
         padding_mask = ops.cast(inputs["padding_mask"], "bool")
         embeddings = self.input_embeddings(inputs, training=False)
         batch_size, max_length = ops.shape(token_ids)[0], ops.shape(token_ids)[1]
@@ -697,6 +714,11 @@ class ItemLanguageModel(keras_hub.models.CausalLM):
             )
         out = []
         for b, items in enumerate(exclude):
+            if isinstance(items, (str, bytes)):
+                raise TypeError(
+                    f"`exclude[{b}]` is the string {items!r}; it must be a "
+                    f"list of item ids, e.g. [{items!r}]."
+                )
             rows = []
             for item in items if items is not None else []:
                 try:
@@ -731,13 +753,19 @@ class ItemLanguageModel(keras_hub.models.CausalLM):
         prompt then decode against that one prompt cache, and each step
         carries only as many beams as the trie has candidates at that depth
         (`ItemTrie.beam_widths`); other backbones tile the prompt cache to
-        the beams. Both give the same result.
+        the beams. Both run the same search and are identical in exact
+        arithmetic (in float32 on CPU they agree, as the tests check); under
+        low precision their rounding differs and near-tied items may swap
+        places (bfloat16 on an H200: the same top-10 list for 37.5% of
+        prompts, `benchmarks/results/recommend_throughput_gpu_h200.md`).
 
         Args:
             prompts: a string or a list of strings.
             k: int, items to return per prompt.
-            exclude: optional list (one per prompt) of item ids (`1001` or
-                `"item_1001"`) never to return, e.g. the user's history.
+            exclude: optional list with one list of item ids (`1001` or
+                `"item_1001"`) per prompt never to return, e.g. the user's
+                history; for a single string prompt, one list of item ids. A
+                string in place of a list raises a `TypeError`.
             num_beams: int >= k, the beam width. Defaults to `k`. With
                 `num_beams` >= the catalogue size the result is exact.
             response_prefix: text the training responses put before the item
@@ -786,7 +814,6 @@ class ItemLanguageModel(keras_hub.models.CausalLM):
                     f"included), longer than the preprocessor's "
                     f"sequence_length={limit}."
                 )
-        model_limit = self._decoder.max_sequence_length
         entity_ids = prep._entity_array(mentions)
 
         order = np.argsort(lengths, kind="stable")
@@ -805,12 +832,13 @@ class ItemLanguageModel(keras_hub.models.CausalLM):
             real = len(idx)
             idx = np.concatenate([idx, np.repeat(idx[:1], chunk - real)])
             width = int(math.ceil(lengths[idx].max() / length_bucket) * length_bucket)
-            if model_limit and width + trie.max_length > model_limit:
-                raise ValueError(
-                    f"Prompts of up to {lengths[idx].max()} tokens (padded to "
-                    f"{width}) plus items of up to {trie.max_length} tokens "
-                    f"exceed the backbone's max_sequence_length={model_limit}."
-                )
+            _check_position_limit(
+                self._decoder,
+                width + trie.max_length,
+                f"The search length {width + trie.max_length} (prompts of up "
+                f"to {lengths[idx].max()} tokens, padded to {width}, plus "
+                f"items of up to {trie.max_length} tokens)",
+            )
             token_ids = prep._pad(
                 [layouts[i][0] for i in idx], width, prep.pad_token_id, "int32"
             )

@@ -249,11 +249,7 @@ class ItemLanguageModelPreprocessor(keras_hub.models.Preprocessor):
                 name = match.group(0)
                 row = self._entity_rows.get(name)
                 if row is None:
-                    kind = "item" if name.startswith(self.item_prefix) else "user"
-                    raise ValueError(
-                        f"Prompt {i} mentions unknown {kind} `{name}` (not in "
-                        f"`{kind}_ids`). Prompt: {prompt!r}"
-                    )
+                    self._raise_unknown(name, f"Prompt {i}", prompt)
                 cuts.append(match.end())
                 rows.append(row)
             n = self.num_soft_tokens or 0
@@ -271,6 +267,21 @@ class ItemLanguageModelPreprocessor(keras_hub.models.Preprocessor):
                 pieces.append([prompt[a:b] for a, b in pairwise(bounds)])
             mentions.append(rows)
         return pieces, mentions
+
+    def _raise_unknown(self, name, where, text):
+        kind = "item" if name.startswith(self.item_prefix) else "user"
+        raise ValueError(
+            f"{where} mentions unknown {kind} `{name}` (not in `{kind}_ids`). "
+            f"Text: {text!r}"
+        )
+
+    def _check_responses(self, responses):
+        """Responses are not laid out, but a target naming an item or user
+        that is not in the tables is still a data error."""
+        for i, response in enumerate(responses):
+            for match in self._mention_re.finditer(response):
+                if match.group(0) not in self._entity_rows:
+                    self._raise_unknown(match.group(0), f"Response {i}", response)
 
     def _layout_prompts(self, prompts):
         """Token ids, soft flags and mention rows of each prompt (unpadded)."""
@@ -325,6 +336,7 @@ class ItemLanguageModelPreprocessor(keras_hub.models.Preprocessor):
                 raise ValueError(
                     f"Got {len(prompts)} prompts but {len(responses)} responses."
                 )
+            self._check_responses(responses)
             response_tokens = self._tokenize(responses)
         ids_rows, soft_rows, weight_rows = [], [], []
         for i, (ids, soft) in enumerate(layouts):
@@ -344,6 +356,14 @@ class ItemLanguageModelPreprocessor(keras_hub.models.Preprocessor):
                     f"{sequence_length} (room for {sequence_length + 1} "
                     "with the one-token shift). Raise `sequence_length` or "
                     "shorten the example."
+                )
+            if len(ids) == sequence_length + 1 and soft[-1]:
+                # The shift would cut the last mention's soft tokens short.
+                raise ValueError(
+                    f"Example {i} ends with a mention's soft tokens at "
+                    f"position {sequence_length + 1}, past the "
+                    f"{sequence_length} input positions. Raise "
+                    "`sequence_length` or shorten the example."
                 )
             ids_rows.append(ids)
             soft_rows.append(soft)

@@ -4,6 +4,7 @@ import keras
 import numpy as np
 import pytest
 
+from ilm_keras.generation.compiled import compile_model_function
 from ilm_keras.layers.item_soft_tokens import ItemSoftTokens
 
 
@@ -45,3 +46,36 @@ def test_config_round_trip_and_errors():
         ItemSoftTokens("lstm", output_dim=3, num_rows=5, cf_dim=4)
     with pytest.raises(ValueError, match="needs a `qformer`"):
         ItemSoftTokens("qformer", output_dim=3, num_rows=5, cf_dim=4)
+
+
+def one_row(slots, entity_ids):
+    text = np.zeros((1, 6, 3), "float32")
+    soft_mask = np.zeros((1, 6), bool)
+    soft_mask[0, slots] = True
+    return text, soft_mask, np.array([entity_ids], "int32")
+
+
+BAD_INPUTS = {
+    "id_past_the_table": ([1, 2], [5, -1]),  # num_rows is 5
+    "slots_for_padding": ([1, 2], [-1, -1]),
+    "too_many_slots": ([1, 2, 3, 4], [3, -1]),
+    "too_few_slots": ([1], [3, -1]),
+    "padding_before_a_mention": ([1, 2], [-1, 3]),
+}
+MISMATCH = "holds an id >= num_rows=5, or .* 2 soft slot"
+
+
+@pytest.mark.parametrize("case", sorted(BAD_INPUTS))
+def test_inputs_that_disagree_raise(case):
+    layer, _ = make_layer()
+    with pytest.raises(ValueError, match=MISMATCH):
+        layer(*one_row(*BAD_INPUTS[case]))
+
+
+def test_inputs_that_disagree_raise_inside_a_compiled_function():
+    layer, _ = make_layer()
+    # XLA is off on TensorFlow, which drops in-graph assertions.
+    fn = compile_model_function(layer, lambda x: layer(*x), jit_compile=False)
+    keras.ops.convert_to_numpy(fn(one_row([1, 2], [3, -1])))  # agreeing inputs
+    with pytest.raises(Exception, match=MISMATCH):
+        keras.ops.convert_to_numpy(fn(one_row([1, 2], [5, -1])))

@@ -7,7 +7,7 @@ import pytest
 from keras import ops
 
 from ilm_keras.generation.compiled import compile_model_function
-from ilm_keras.layers.soft_token_decoder import FrozenDecoderLayer, SoftTokenDecoder
+from ilm_keras.layers.soft_token_decoder import SoftTokenDecoder, _FrozenDecoderLayer
 
 VOCAB = 40
 
@@ -73,16 +73,13 @@ def test_matches_backbone_and_cache(arch):
         # Prompt pass with a cache, then one position at a time.
         cache = decoder.init_cache(2, 12)
         h1, cache = decoder.call_with_cache(x[:, :prompt], cache, 0)
-        h2, cache = decoder.call_with_cache(x[:, prompt : prompt + 1], cache, prompt)
-        swapped = decoder.gather_cache_rows(cache, np.array([1, 0, 0]))
+        h2, _ = decoder.call_with_cache(x[:, prompt : prompt + 1], cache, prompt)
         return {
             "hidden": hidden,
             "expected": expected,
             "logits": decoder.logits(hidden),
             "expected_logits": backbone.token_embedding(expected, reverse=True),
             "cached": ops.concatenate([h1, h2], axis=1),
-            "cache": cache,
-            "swapped": swapped,
         }
 
     # Run compiled (one program per architecture keeps the test fast; XLA
@@ -99,12 +96,6 @@ def test_matches_backbone_and_cache(arch):
     np.testing.assert_allclose(
         out["cached"][0], out["hidden"][0, : prompt + 1], atol=1e-5
     )
-    # Reordering cache rows keeps the structure (tuple for Gemma3).
-    flat = keras.tree.flatten(out["cache"])
-    flat_swapped = keras.tree.flatten(out["swapped"])
-    assert len(flat) == len(flat_swapped)
-    np.testing.assert_array_equal(flat_swapped[0][0], flat[0][1])
-    np.testing.assert_array_equal(flat_swapped[0][1], flat[0][0])
 
 
 def test_eager_matches_backbone():
@@ -125,7 +116,7 @@ def test_frozen_decoder_layer_keeps_dropout_off(arch):
     decoder = SoftTokenDecoder(backbone)
     embeddings = keras.Input(shape=(None, 16))
     padding_mask = keras.Input(shape=(None,), dtype="int32")
-    hidden = FrozenDecoderLayer(decoder)(embeddings, padding_mask)
+    hidden = _FrozenDecoderLayer(decoder)(embeddings, padding_mask)
     model = keras.Model([embeddings, padding_mask], hidden)
     assert model.weights == []  # the backbone's variables are not re-owned
     token_ids, mask = make_inputs()

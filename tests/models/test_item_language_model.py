@@ -715,8 +715,18 @@ def test_length_and_argument_errors(mlp_models, backbones, tokenizer):
         make_model(opt, tokenizer)
 
 
-def test_gpt2_position_limit(tokenizer):
-    backbone = keras_hub.models.GPT2Backbone(
+def test_recommend_rejects_a_string_as_a_prompts_exclusions(mlp_models):
+    model = mlp_models["gpt2"]
+    # Read character by character, "57" would exclude item_5 and item_7.
+    with pytest.raises(TypeError, match=r"exclude\[0\]. .*must be a list of item"):
+        model.recommend(PROMPTS[:2], k=2, exclude=["57", ["42"]])
+    with pytest.raises(TypeError, match=r"exclude\[0\]. .*must be a list of item"):
+        model.recommend(PROMPTS[0], k=2, exclude="57")
+
+
+def short_gpt2():
+    """A tiny GPT-2 backbone with 16 positions."""
+    return keras_hub.models.GPT2Backbone(
         vocabulary_size=VOCAB,
         num_layers=1,
         num_heads=2,
@@ -724,8 +734,26 @@ def test_gpt2_position_limit(tokenizer):
         intermediate_dim=16,
         max_sequence_length=16,
     )
+
+
+def test_gpt2_position_limit(tokenizer):
+    backbone = short_gpt2()
     with pytest.raises(ValueError, match="exceeds the backbone's limit"):
         make_model(backbone, tokenizer, sequence_length=64)
     model = make_model(backbone, tokenizer, sequence_length=16)
     with pytest.raises(ValueError, match="max_sequence_length=16"):
         model.recommend(["hello world"], k=2)
+
+
+def test_generate_past_the_gpt2_position_limit(tokenizer):
+    model = make_model(short_gpt2(), tokenizer, sequence_length=16)
+    model.compile(sampler="greedy")
+    with pytest.raises(
+        ValueError, match=r"`max_length` \(40.*max_sequence_length=16\)"
+    ):
+        model.generate(["hello world"], max_length=40)
+    # Without a preprocessor, the inputs' width is the generation length.
+    x = model.preprocessor.generate_preprocess(["hello world"], sequence_length=40)
+    model.preprocessor = None
+    with pytest.raises(ValueError, match=r"\(40; .*max_sequence_length=16\)"):
+        model.generate(x, stop_token_ids=None)

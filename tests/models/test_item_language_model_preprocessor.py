@@ -146,12 +146,28 @@ def test_loss_positions_option_in_eager_and_tf_data(tokenizer):
         assert "loss_positions" not in x and y.shape == (2, 40)
 
 
+def test_a_mention_cut_by_the_shift_is_an_error(tokenizer):
+    # Plain strings without an end token: the last position is a label only,
+    # so a prompt ending in a mention must not reach it.
+    x, _, _ = make_preprocessor(tokenizer, add_end_token=False)(["a item_7"])
+    length = int(x["padding_mask"].sum())  # All its tokens fit in 40.
+    prep = make_preprocessor(tokenizer, sequence_length=length - 1,
+                             add_end_token=False)
+    with pytest.raises(ValueError, match="ends with a mention's soft tokens"):
+        prep(["a item_7"])
+    make_preprocessor(tokenizer, sequence_length=length,
+                      add_end_token=False)(["a item_7"])  # One more: fits.
+
+
 def test_errors(tokenizer):
     prep = make_preprocessor(tokenizer)
     with pytest.raises(ValueError, match="Prompt 1 mentions unknown item `item_5`"):
         prep.generate_preprocess(["item_7", "a item_5 b"])
     with pytest.raises(ValueError, match="unknown user `user_3`"):
         prep.generate_preprocess(["user_3"])
+    with pytest.raises(ValueError, match="Response 1 mentions unknown item `item_8888`"):
+        prep({"prompts": ["item_7", "item_42"],
+              "responses": ["item_42", "item_8888"]})
     with pytest.raises(ValueError, match="mentions 4 items/users but"):
         prep.generate_preprocess(["item_7 item_7 item_7 item_42"])
     with pytest.raises(ValueError, match=r"Example 0 has \d+ tokens"):
