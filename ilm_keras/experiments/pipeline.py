@@ -46,6 +46,7 @@ from ilm_keras.models.qformer import QFormer
 from ilm_keras.models.qformer_pretrainer import LOSS_SETS
 from ilm_keras.models.qformer_pretrainer import QFormerPretrainer
 from ilm_keras.models.qformer_tokenizer import QFormerTokenizer
+from ilm_keras.models.qformer_tokenizer import SPECIAL_TOKENS
 
 VARIANTS = ("none", "mlp", "ilm_rand", "ilm")
 VARIANT_NAMES = {
@@ -210,7 +211,8 @@ def pretrain_qformer(split, user_table, item_table, config, callbacks=None):
     if text_free:
         # The text tower is not trained; a vocabulary of the six special
         # tokens (+2) sizes its unused embedding.
-        vocabulary_size, dec_token_id, item_text = 8, 4, None
+        vocabulary_size, item_text = len(SPECIAL_TOKENS) + 2, None
+        dec_token_id = SPECIAL_TOKENS.index("[DEC]")
     else:
         items, texts = ild.item_text_pairs(data)
         tokenizer = QFormerTokenizer.train(

@@ -20,8 +20,9 @@ class ItemTrie:
     - `item_paths` int32 `[I, L]`: the nodes each item's sequence visits
       (root excluded, padded with -1), for exclusions.
 
-    Memory is `T * A * 4` bytes for the table (e.g. 3,416 OpenP5 item names
-    written with single-digit tokens: under 10k nodes x 13 tokens).
+    Memory is `T * A * 4` bytes for the table (e.g. the 3,416 names
+    `item_1`..`item_3416`, tokenized by `OpenP5Tokenizer` with the end token
+    appended: 6,835 nodes x 22 tokens, about 600 KB).
 
     Args:
         sequences: list of token-id lists, one per item (row order of the

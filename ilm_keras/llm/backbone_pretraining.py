@@ -285,6 +285,9 @@ def pretrain_backbone(
 ):
     """Trains `backbone` as a causal LM on (prompt, response) pairs, in place.
 
+    A frozen backbone is trained too; its `trainable` flag is restored
+    afterwards.
+
     One `fit` of `backbone` followed by its tied/untied output projection
     (`token_embedding(x, reverse=True)`, as keras-hub's causal LMs do), with
     AdamW, a linear decay to 0, and cross-entropy on response tokens and the
@@ -344,13 +347,19 @@ def pretrain_backbone(
         ),
         weighted_metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
     )
+    # Train even a frozen backbone (e.g. one shared with an
+    # `ItemLanguageModel`), then leave its `trainable` as it was.
+    was_trainable = backbone.trainable
     backbone.trainable = True
-    x, steps_per_epoch = batches.fit_input(steps_per_epoch)
-    return causal_lm.fit(
-        x,
-        epochs=epochs,
-        steps_per_epoch=steps_per_epoch,
-        shuffle=False,  # the batches shuffle themselves
-        callbacks=callbacks,
-        verbose=verbose,
-    )
+    try:
+        x, steps_per_epoch = batches.fit_input(steps_per_epoch)
+        return causal_lm.fit(
+            x,
+            epochs=epochs,
+            steps_per_epoch=steps_per_epoch,
+            shuffle=False,  # the batches shuffle themselves
+            callbacks=callbacks,
+            verbose=verbose,
+        )
+    finally:
+        backbone.trainable = was_trainable

@@ -19,8 +19,10 @@ SPECIAL_TOKENS = (PAD_TOKEN, UNK_TOKEN, START_TOKEN, END_TOKEN)
 DIGITS = tuple(string.digits)
 PUNCTUATION = tuple(string.punctuation)
 
-# keras-hub's WordPiece pre-tokenizer: split on whitespace, keep punctuation.
-_WORD_RE = re.compile(r"\w+|[^\w\s]", re.UNICODE)
+# keras-hub's WordPiece pre-tokenizer: split on whitespace and on
+# punctuation, which includes `_` (every ASCII non-alphanumeric), keeping each
+# punctuation character as a word: "sci_fi" -> sci _ fi.
+_WORD_RE = re.compile(r"[^\W_]+|[^\w\s]|_", re.UNICODE)
 # Detokenizing joins tokens with spaces: glue `item _ 1001` back together.
 _MENTION_GLUE = r"\b(item|user) _ (\d+)"
 

@@ -23,8 +23,22 @@ def token_nll(logits, labels):
     return ops.logsumexp(logits, axis=-1) - ops.squeeze(picked, -1)
 
 
+def _weighted_nll_sums(logits, labels, weight):
+    """`(sum of weight * nll, sum of weight)` as float32 scalars.
+
+    Positions of weight 0 add nothing, whatever their label (e.g. -100
+    padding) or logits.
+    """
+    weight = ops.cast(weight, "float32")
+    # Masked-out labels must not reach the gather.
+    labels = ops.where(weight > 0, ops.cast(labels, "int32"), 0)
+    nll = token_nll(logits, labels)
+    total = ops.sum(ops.where(weight > 0, nll * weight, 0.0))
+    return total, ops.sum(weight)
+
+
 def log_perplexity(logits, labels, mask=None):
-    """Mean negative log-likelihood (nats) over the tokens where `mask` is 1.
+    """Mean negative log-likelihood (nats) over the tokens, weighted by `mask`.
 
     `exp` of the result is the perplexity. Positions are usually already
     shifted (logits at position t predict `labels[t]`); padding and prompt
@@ -33,7 +47,9 @@ def log_perplexity(logits, labels, mask=None):
     Args:
         logits: float `[batch, length, vocab]` (any leading shape).
         labels: int `[batch, length]`, the observed next tokens.
-        mask: optional 0/1 or bool `[batch, length]`; default all ones.
+        mask: optional 0/1, bool or float weights `[batch, length]`; default
+            all ones. The result is `sum(mask * nll) / sum(mask)`, as
+            `LogPerplexity` computes it with `sample_weight=mask`.
 
     Returns:
         A Python float.
@@ -72,12 +88,10 @@ def log_perplexity(logits, labels, mask=None):
             f"`labels` hold token ids outside 0..{vocab - 1} at masked-in "
             "positions."
         )
-    # Masked-out labels (e.g. -100 padding) are replaced before the gather.
-    safe_labels = np.where(mask_np > 0, labels_np, 0)
-    nll = token_nll(logits, safe_labels)
-    mask_t = ops.convert_to_tensor(mask_np)
-    total = ops.sum(ops.where(mask_t > 0, nll, 0.0))
-    value = float(ops.convert_to_numpy(total)) / float(mask_np.sum())
+    total, count = _weighted_nll_sums(logits, labels_np, mask_np)
+    value = float(ops.convert_to_numpy(total)) / float(
+        ops.convert_to_numpy(count)
+    )
     if not np.isfinite(value):
         raise ValueError(
             "Non-finite log-likelihood: the logits hold NaN or inf."
@@ -115,16 +129,11 @@ class LogPerplexity(keras.metrics.Metric):
         )
 
     def update_state(self, y_true, y_pred, sample_weight=None):
-        labels = ops.cast(y_true, "int32")
         if sample_weight is None:
-            weight = ops.ones(ops.shape(labels), "float32")
-        else:
-            weight = ops.cast(sample_weight, "float32")
-        # Masked-out labels (e.g. -100 padding) must not reach the gather.
-        labels = ops.where(weight > 0, labels, 0)
-        nll = token_nll(y_pred, labels)
-        self.total.assign_add(ops.sum(ops.where(weight > 0, nll * weight, 0.0)))
-        self.count.assign_add(ops.sum(weight))
+            sample_weight = ops.ones(ops.shape(y_true), "float32")
+        total, count = _weighted_nll_sums(y_pred, y_true, sample_weight)
+        self.total.assign_add(total)
+        self.count.assign_add(count)
 
     def result(self):
         return ops.divide_no_nan(self.total, self.count)

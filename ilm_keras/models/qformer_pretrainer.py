@@ -3,7 +3,7 @@
 import keras
 from keras import ops
 
-from ilm_keras.models.qformer import QFormer
+from ilm_keras.models.qformer_tokenizer import SPECIAL_TOKENS
 from ilm_keras.utils.runtime_checks import check
 
 # Which losses each `losses=` setting trains (paper Table 4's ablations).
@@ -161,7 +161,8 @@ class QFormerPretrainer(keras.Model):
         query_selection: `"positive"` or `"max"` (see above).
         itm_head: `"text_cls"` or `"query_mean"` (see above).
         label_smoothing: float, for the contrastive and generation losses.
-        dec_token_id: int, id of `[DEC]` in the Q-Former tokenizer.
+        dec_token_id: int, id of `[DEC]` in the Q-Former tokenizer (default:
+            its id in every `QFormerTokenizer` vocabulary, 4).
         seed: optional int for hard-negative sampling.
 
     Example:
@@ -186,7 +187,7 @@ class QFormerPretrainer(keras.Model):
         query_selection="positive",
         itm_head="text_cls",
         label_smoothing=0.1,
-        dec_token_id=4,
+        dec_token_id=SPECIAL_TOKENS.index("[DEC]"),
         seed=None,
         **kwargs,
     ):
@@ -367,7 +368,11 @@ class QFormerPretrainer(keras.Model):
                 )
             )
         )
-        # argmax(logit + Gumbel noise) samples from softmax(logit).
+        # argmax(logit + Gumbel noise) samples from softmax(logit). A row
+        # with no negative (every other example is the same item) samples
+        # a positive; its pair gets weight 0 in the ITM loss below.
+        has_negative_text = ops.any(off_diagonal, axis=-1)
+        has_negative_item = ops.any(off_diagonal, axis=0)
         negative_text = ops.argmax(
             ops.where(off_diagonal, scores, _NEG) + gumbel[0], axis=-1
         )
@@ -405,7 +410,18 @@ class QFormerPretrainer(keras.Model):
             [ops.ones((batch_size,), "int32"),
              ops.zeros((2 * batch_size,), "int32")]
         )
-        itm = ops.mean(_smoothed_cross_entropy(itm_logits, itm_labels, 0.0))
+        itm_weights = ops.cast(
+            ops.concatenate(
+                [ops.ones((batch_size,), "bool"), has_negative_text,
+                 has_negative_item]
+            ),
+            "float32",
+        )
+        # The weighted mean, written so that all-ones weights give exactly
+        # the plain mean.
+        itm = ops.mean(
+            _smoothed_cross_entropy(itm_logits, itm_labels, 0.0) * itm_weights
+        ) / ops.mean(itm_weights)
         return {"itc": itc, "itg": itg, "itm": itm}
 
     def _pair_loss(self, batch, training):

@@ -7,6 +7,24 @@ import numpy as np
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[DEC]", "[MASK]"]
 
 
+def _text_list(texts, where):
+    """`texts` as a list of `str` (bytes decoded as UTF-8); a single string
+    or a non-text entry is a `TypeError` rather than a silent misreading."""
+    if isinstance(texts, (str, bytes)):
+        raise TypeError(
+            f"{where} takes a list of texts, not a single string: wrap it in "
+            "a list."
+        )
+    texts = [t.decode("utf-8") if isinstance(t, bytes) else t for t in texts]
+    bad = [i for i, t in enumerate(texts) if not isinstance(t, str)]
+    if bad:
+        raise TypeError(
+            f"{where}: the texts at position(s) {bad[:10]} are not strings "
+            f"(e.g. {texts[bad[0]]!r})."
+        )
+    return texts
+
+
 @keras.saving.register_keras_serializable(package="ilm_keras")
 class QFormerTokenizer(keras_hub.tokenizers.WordPieceTokenizer):
     """WordPiece tokenizer trained on the item texts themselves.
@@ -20,9 +38,14 @@ class QFormerTokenizer(keras_hub.tokenizers.WordPieceTokenizer):
     replaces it for item-grounded generation, `[PAD]` is id 0.
 
     Args:
-        vocabulary: list of WordPiece strings, special tokens first.
+        vocabulary: list of WordPiece strings, starting with the special
+            tokens in the order above.
         sequence_length: int, length `encode` pads and truncates to.
         **kwargs: passed to `keras_hub.tokenizers.WordPieceTokenizer`.
+
+    Raises:
+        ValueError: the vocabulary lacks a special token or does not start
+            with them in order.
 
     Example:
     ```python
@@ -46,13 +69,23 @@ class QFormerTokenizer(keras_hub.tokenizers.WordPieceTokenizer):
                 raise ValueError(
                     f"QFormerTokenizer vocabulary lacks special tokens {missing}."
                 )
+            misplaced = [
+                f"{t} at id {self.token_to_id(t)}, not {i}"
+                for i, t in enumerate(SPECIAL_TOKENS)
+                if self.token_to_id(t) != i
+            ]
+            if misplaced:
+                raise ValueError(
+                    "QFormerTokenizer vocabulary must start with the special "
+                    f"tokens {SPECIAL_TOKENS} in order; found {misplaced}."
+                )
 
     @classmethod
     def train(cls, texts, vocabulary_size=4000, sequence_length=32):
         """Learns a WordPiece vocabulary from `texts` (a list of strings)."""
         import tensorflow as tf
 
-        texts = [str(t) for t in texts]
+        texts = _text_list(texts, "QFormerTokenizer.train")
         if not texts or not any(t.strip() for t in texts):
             raise ValueError("QFormerTokenizer.train needs non-empty texts.")
         vocabulary = keras_hub.tokenizers.compute_word_piece_vocabulary(
@@ -93,7 +126,7 @@ class QFormerTokenizer(keras_hub.tokenizers.WordPieceTokenizer):
             `(token_ids, padding_mask)`, NumPy int32 and bool arrays of shape
             `[len(texts), sequence_length]`.
         """
-        texts = [str(t) for t in texts]
+        texts = _text_list(texts, "QFormerTokenizer.encode")
         empty = [i for i, t in enumerate(texts) if not t.strip()]
         if empty:
             raise ValueError(
@@ -102,8 +135,10 @@ class QFormerTokenizer(keras_hub.tokenizers.WordPieceTokenizer):
             )
         pieces = self.tokenize(texts)
         # keras-hub returns a ragged tensor under TensorFlow and a zero-padded
-        # dense array elsewhere; id 0 is `[PAD]`, which WordPiece never emits.
-        rows = [[t for t in np.asarray(p).tolist() if t != 0] for p in pieces]
+        # dense array elsewhere; id 0 is `[PAD]` (checked in the constructor),
+        # which WordPiece never emits.
+        pad = self.pad_token_id
+        rows = [[t for t in np.asarray(p).tolist() if t != pad] for p in pieces]
         length = self.sequence_length
         token_ids = np.full((len(rows), length), self.pad_token_id, "int32")
         for i, row in enumerate(rows):

@@ -191,6 +191,29 @@ def test_pretraining_takes_a_width_its_first_two_batches_lack(tokenizer):
     assert np.all(np.isfinite(history.history["loss"]))
 
 
+def test_pretraining_restores_a_frozen_backbone(tokenizer):
+    backbone = make_llama_backbone(
+        tokenizer.vocabulary_size(), num_layers=1, hidden_dim=16, num_heads=2)
+    backbone.trainable = False  # as an ItemLanguageModel leaves it
+    before = [w.copy() for w in backbone.get_weights()]
+    pretrain_backbone(backbone, tokenizer, PAIRS, item_ids=ITEMS,
+                      user_ids=USERS, batch_size=4, sequence_length=32,
+                      verbose=0)
+    assert not backbone.trainable
+    assert any(not np.array_equal(a, b)
+               for a, b in zip(before, backbone.get_weights()))
+
+    class Fail(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            raise RuntimeError("stop")
+
+    with pytest.raises(RuntimeError, match="stop"):
+        pretrain_backbone(backbone, tokenizer, PAIRS, item_ids=ITEMS,
+                          user_ids=USERS, batch_size=4, sequence_length=32,
+                          callbacks=[Fail()], verbose=0)
+    assert not backbone.trainable
+
+
 def test_make_llama_backbone_checks_heads():
     with pytest.raises(ValueError, match="multiple of num_heads"):
         make_llama_backbone(100, hidden_dim=30, num_heads=4)

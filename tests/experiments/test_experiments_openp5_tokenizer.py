@@ -34,6 +34,13 @@ def test_template_and_text_words_are_known(tokenizer):
     assert tokenizer.count_unknown(["Zebra item_1001"]) == 1
 
 
+def test_words_with_underscores_are_known():
+    # WordPiece splits "sci_fi" at "_"; the vocabulary must hold its parts.
+    tokenizer = OpenP5Tokenizer.from_texts(["A sci_fi movie"])
+    assert _tokens(tokenizer, "A sci_fi movie") == ["A", "sci", "_", "fi", "movie"]
+    assert tokenizer.count_unknown(["A sci_fi movie"]) == 0
+
+
 def test_piecewise_tokenization_matches_whole(tokenizer):
     # ItemLanguageModelPreprocessor cuts prompts after each mention.
     text = "user_12 went through item_1001 , item_1023. Recommend one item."

@@ -31,6 +31,17 @@ def test_hand_worked_with_mask():
     )
 
 
+def test_function_and_metric_agree_on_fractional_weights():
+    logits = np.log(np.array([[[0.5, 0.25, 0.25], [0.1, 0.8, 0.1]]]))
+    labels = np.array([[0, 1]])
+    mask = np.array([[1.0, 0.5]])
+    want = (-math.log(0.5) - 0.5 * math.log(0.8)) / 1.5
+    metric = LogPerplexity()
+    metric.update_state(labels, logits, sample_weight=mask)
+    assert float(metric.result()) == pytest.approx(want, rel=1e-6)
+    assert log_perplexity(logits, labels, mask) == pytest.approx(want, rel=1e-6)
+
+
 def test_large_logits_are_stable():
     logits = np.array([[[1000.0, 0.0]]], np.float32)
     assert log_perplexity(logits, np.array([[0]])) == pytest.approx(

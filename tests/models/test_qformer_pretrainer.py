@@ -1,3 +1,4 @@
+import inspect
 import os
 import subprocess
 import sys
@@ -107,6 +108,37 @@ def test_closest_query_pair_matches_brute_force():
                 if a[i, p] @ b[i, q] > best:
                     best, best_pair = a[i, p] @ b[i, q], (p, q)
         assert (k[i], l[i]) == best_pair
+
+
+def test_tokenizer_needs_special_tokens_at_their_ids():
+    # A vocabulary whose id 0 is a word: `encode` would drop the word as
+    # padding, and the pretrainer's default [DEC] id would be wrong.
+    vocabulary = ["heat", "[UNK]", "[CLS]", "[SEP]", "[DEC]", "[MASK]", "[PAD]"]
+    with pytest.raises(ValueError, match=r"\[PAD\] at id 6, not 0"):
+        QFormerTokenizer(vocabulary=vocabulary)
+    with pytest.raises(ValueError, match="lacks special tokens"):
+        QFormerTokenizer(vocabulary=["[PAD]", "[UNK]", "heat"])
+    tokenizer = QFormerTokenizer(
+        vocabulary=["[PAD]"] + vocabulary[1:6] + ["heat"], sequence_length=4
+    )
+    ids, mask = tokenizer.encode(["heat"])
+    assert ids.tolist() == [[2, 6, 3, 0]]
+    assert mask.tolist() == [[True, True, True, False]]
+    default = inspect.signature(QFormerPretrainer).parameters["dec_token_id"]
+    assert default.default == tokenizer.dec_token_id
+
+
+def test_tokenizer_takes_a_list_of_strings():
+    tokenizer = QFormerTokenizer(
+        vocabulary=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[DEC]", "[MASK]",
+                    "film"], sequence_length=4)
+    with pytest.raises(TypeError, match="not a single string"):
+        tokenizer.encode("film")
+    with pytest.raises(TypeError, match=r"position\(s\) \[1\] are not strings"):
+        tokenizer.encode(["film", None])
+    with pytest.raises(TypeError, match="not a single string"):
+        QFormerTokenizer.train("a red film", vocabulary_size=60)
+    assert tokenizer.encode([b"film"])[0].tolist() == [[2, 6, 3, 0]]
 
 
 def test_dataset_alternates_single_kind_batches(problem):
@@ -220,6 +252,25 @@ def test_alternative_heads_compute_finite_losses(problem, options):
     for name in ("itc", "itg", "itm"):
         assert np.isfinite(keras.ops.convert_to_numpy(out[name]))
         assert keras.ops.convert_to_numpy(out[f"{name}_weight"]) == 1.0
+
+
+def test_itm_skips_hard_negatives_of_a_batch_of_one_item(problem):
+    # Every example is the same item: any sampled "negative" is a positive,
+    # so only the B positive pairs may count in the ITM loss.
+    pretrainer = tiny_pretrainer(problem, losses="it")
+    pretrainer.itm_classifier.bias.assign([0.0, 3.0])  # confident "match"
+    batch = first_batches(dataset(problem, losses="it")[0], 1)[0]
+    for key in ("cf_a", "id_a", "token_ids", "padding_mask"):
+        batch[key] = np.repeat(batch[key][:1], len(batch[key]), axis=0)
+    matching = pretrainer.qformer(
+        {"cf_embedding": batch["cf_a"], "token_ids": batch["token_ids"],
+         "padding_mask": batch["padding_mask"]},
+        mode="matching",
+    )
+    logits = pretrainer.itm_classifier(matching["text_outputs"][:, 0])
+    log_probs = keras.ops.convert_to_numpy(keras.ops.log_softmax(logits))
+    got = keras.ops.convert_to_numpy(pretrainer(batch)["itm"])
+    np.testing.assert_allclose(got, -log_probs[:, 1].mean(), rtol=1e-5)
 
 
 def test_pretrainer_save_and_load_round_trip(problem, tmp_path):
