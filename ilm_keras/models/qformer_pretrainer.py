@@ -255,6 +255,11 @@ class QFormerPretrainer(keras.Model):
             name: keras.metrics.Mean(name=f"{name}_loss")
             for name in self.enabled_losses
         }
+        # Every weight exists from here on (the Q-Former's shapes come from
+        # its config), so what needs a built model before `fit` works, e.g.
+        # `keras.callbacks.BackupAndRestore`.
+        qformer.build()
+        self.built = True
 
     # -- losses ------------------------------------------------------------
 

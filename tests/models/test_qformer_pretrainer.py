@@ -242,6 +242,28 @@ def test_every_loss_decreases_in_one_fit(problem):
     }
 
 
+def test_fit_resumes_from_a_backup(problem, tmp_path):
+    # `BackupAndRestore` needs a built model when `fit` starts (TensorFlow
+    # refused the pretrainer before it built itself at construction).
+    class Stop(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch == 1:
+                raise RuntimeError("killed")
+
+    ds, steps = dataset(problem)
+
+    def fit(*callbacks):
+        pretrainer = tiny_pretrainer(problem)
+        pretrainer.compile(optimizer=keras.optimizers.Adam(2e-3))
+        backup = keras.callbacks.BackupAndRestore(str(tmp_path / "backup"))
+        return pretrainer.fit(ds, steps_per_epoch=steps, epochs=3, verbose=0,
+                              shuffle=False, callbacks=[backup, *callbacks])
+
+    with pytest.raises(RuntimeError, match="killed"):
+        fit(Stop())
+    assert len(fit().history["loss"]) == 1  # Epochs 0 and 1 were restored.
+
+
 @pytest.mark.parametrize(
     "options", [dict(query_selection="max"), dict(itm_head="query_mean")]
 )
