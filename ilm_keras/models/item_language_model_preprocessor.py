@@ -31,6 +31,8 @@ def _to_python_strings(x, name):
         if not isinstance(s, str):
             raise TypeError(f"`{name}[{i}]` must be a string, got {type(s).__name__}.")
         out.append(s)
+    if not out:
+        raise ValueError(f"`{name}` is empty: there is nothing to process.")
     return out
 
 

@@ -722,6 +722,10 @@ def test_recommend_rejects_a_string_as_a_prompts_exclusions(mlp_models):
         model.recommend(PROMPTS[:2], k=2, exclude=["57", ["42"]])
     with pytest.raises(TypeError, match=r"exclude\[0\]. .*must be a list of item"):
         model.recommend(PROMPTS[0], k=2, exclude="57")
+    with pytest.raises(ValueError, match="`prompts` is empty"):
+        model.recommend([], k=2)
+    with pytest.raises(ValueError, match="`prompts` is empty"):
+        model.generate([], max_length=20)
 
 
 def short_gpt2():

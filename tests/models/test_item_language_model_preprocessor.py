@@ -165,6 +165,8 @@ def test_errors(tokenizer):
         prep.generate_preprocess(["item_7", "a item_5 b"])
     with pytest.raises(ValueError, match="unknown user `user_3`"):
         prep.generate_preprocess(["user_3"])
+    with pytest.raises(ValueError, match="`prompts` is empty"):
+        prep.generate_preprocess([])
     with pytest.raises(ValueError, match="Response 1 mentions unknown item `item_8888`"):
         prep({"prompts": ["item_7", "item_42"],
               "responses": ["item_42", "item_8888"]})
