@@ -58,7 +58,10 @@ def run_synthetic(
         seed=config.seed,
     )
     split = pl.prepare_split(data, config)
-    log(f"data: {data.stats()}, {len(split.test_users)} test users")
+    evaluated = min(len(split.test_users),
+                    config.max_eval_users or len(split.test_users))
+    log(f"data: {data.stats()}, {len(split.test_users)} test users "
+        f"({evaluated} evaluated)")
 
     start = time.time()
     ials, user_table, item_table = pl.train_cf(split, config)
