@@ -24,8 +24,9 @@ def library_versions():
 
 
 def code_revision():
-    """The checkout's commit, with `+ uncommitted changes` when the tracked
-    files differ from it; `unknown` outside a git checkout."""
+    """The checkout's commit, with `+ uncommitted changes` when tracked files
+    other than `benchmarks/results/` differ from it (results written by an
+    earlier run are not code); `unknown` outside a git checkout."""
     try:
         def git(*args):
             return subprocess.run(
@@ -33,7 +34,8 @@ def code_revision():
                 check=True).stdout.strip()
 
         commit = git("rev-parse", "--short", "HEAD")
-        dirty = git("status", "--porcelain", "--untracked-files=no")
+        dirty = git("status", "--porcelain", "--untracked-files=no", "--",
+                    ".", ":(exclude)benchmarks/results")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
     return f"commit {commit}" + (" + uncommitted changes" if dirty else "")
