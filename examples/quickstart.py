@@ -17,16 +17,17 @@ Steps (progress bars for every `fit`):
   -  one conversational exchange: the ILM describes an item named in the prompt.
 
 The synthetic data (`ilm_keras.data.make_synthetic_data`) plants clusters that
-users, items and item texts share. No download; no GPU needed. Measured from
-a fresh clone on the 2-core CPU (installed environment), seed 0: 149 s with
-Keras' default backend (TensorFlow), 233 s with `KERAS_BACKEND=jax`. Test
-HR@10 / NDCG@10 with history excluded (TensorFlow; JAX in brackets): random
-ranking 0.200 / 0.091, OpenP5-R 0.200 / 0.096 (0.210 / 0.109), ILM 0.283 /
-0.144 (0.207 / 0.105), iALS dot product 0.453 / 0.267. The shuffle alone
-moves one run's HR@10 by up to 0.14: compare over seeds (0-2 on JAX: ILM
-0.236 +- 0.015, OpenP5-R 0.204 +- 0.009; `benchmarks/results/
-length_grouping.md`). The small LLM variants do not reach plain CF
-retrieval at this size. `--small` gives a smoke run.
+users, items and item texts share. No download; no GPU needed.
+`benchmarks/quickstart_backends.py` runs this script on each backend and
+writes `benchmarks/results/quickstart.md`. Seed 0 on the 2-core CPU took
+204 s with Keras' default backend (TensorFlow) and 291 s with
+`KERAS_BACKEND=jax`. Test HR@10 / NDCG@10 with history excluded
+(TensorFlow; JAX in brackets): random ranking 0.200 / 0.091, OpenP5-R
+0.200 / 0.096 (0.210 / 0.109), ILM 0.283 / 0.144 (0.207 / 0.106), iALS
+dot product 0.453 / 0.267. One seed's ranking depends on the shuffle, so
+compare over seeds (0-2 on JAX: ILM 0.236 +- 0.015, OpenP5-R 0.204 +-
+0.009; `benchmarks/results/length_grouping.md`). The small LLM variants
+do not reach plain CF retrieval at this size. `--small` gives a smoke run.
 """
 
 import json
