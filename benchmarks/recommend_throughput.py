@@ -48,6 +48,8 @@ from absl import app, flags
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
+import report  # noqa: E402  (benchmarks/, the script's folder)
+
 FLAGS = flags.FLAGS
 flags.DEFINE_enum("backend", "jax", ["jax", "tensorflow"], "Keras backend.")
 flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "Decoder dtype.")
@@ -509,8 +511,8 @@ def main(argv):
         f"Command (from the repository root): `{command}`",
         "",
         (
-            f"- Backend: {FLAGS.backend} (keras {keras.__version__}, "
-            f"keras-hub {keras_hub.__version__}); {device}, {os.cpu_count()} "
+            f"- Backend: {FLAGS.backend} ({report.library_versions()}; code "
+            f"{report.code_revision()}); {device}, {os.cpu_count()} "
             f"CPU cores ({platform.processor() or platform.machine()}); load "
             f"average at the report {load[0]:.1f} (the cores are shared)."
         ),
