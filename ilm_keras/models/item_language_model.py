@@ -17,9 +17,9 @@ from ilm_keras.layers.item_soft_tokens import ItemSoftTokens
 from ilm_keras.layers.soft_token_decoder import SoftTokenDecoder, _FrozenDecoderLayer
 from ilm_keras.models.item_language_model_preprocessor import (
     ItemLanguageModelPreprocessor,
-    _to_python_strings,
 )
 from ilm_keras.utils.runtime_checks import check
+from ilm_keras.utils.texts import to_python_strings
 
 ITEM_ENCODERS = ("ilm", "ilm_rand", "mlp", "none")
 
@@ -782,7 +782,7 @@ class ItemLanguageModel(keras_hub.models.CausalLM):
             raise ValueError("`recommend()` needs a preprocessor.")
         prep = self.preprocessor
         single = isinstance(prompts, str)
-        prompts = _to_python_strings(prompts, "prompts")
+        prompts = to_python_strings(prompts, "prompts")
         num_beams = int(num_beams or k)
         if k < 1 or num_beams < k:
             raise ValueError(

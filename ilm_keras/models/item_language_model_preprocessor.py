@@ -8,6 +8,7 @@ import keras_hub
 import numpy as np
 
 from ilm_keras.utils.errors import raise_call_errors_as_raised
+from ilm_keras.utils.texts import to_python_strings
 
 try:
     import tensorflow as tf
@@ -15,25 +16,6 @@ except ImportError:  # pragma: no cover - TF ships with keras-hub on Linux.
     tf = None
 
 _ID_PATTERN = re.compile(r"^[A-Za-z0-9]+$")
-
-
-def _to_python_strings(x, name):
-    """A list of Python strings from a string, list, numpy or tf tensor."""
-    if tf is not None and isinstance(x, tf.Tensor):
-        x = x.numpy()
-    if isinstance(x, (str, bytes)):
-        x = [x]
-    x = np.asarray(x, dtype=object).reshape(-1).tolist()
-    out = []
-    for i, s in enumerate(x):
-        if isinstance(s, bytes):
-            s = s.decode("utf-8")
-        if not isinstance(s, str):
-            raise TypeError(f"`{name}[{i}]` must be a string, got {type(s).__name__}.")
-        out.append(s)
-    if not out:
-        raise ValueError(f"`{name}` is empty: there is nothing to process.")
-    return out
 
 
 def _label_width(count, multiple, limit):
@@ -446,9 +428,9 @@ class ItemLanguageModelPreprocessor(keras_hub.models.Preprocessor):
         prompts, responses = self._split_inputs(x)
         if tf is not None and not tf.executing_eagerly():
             return self._call_in_graph(prompts, responses, sequence_length)
-        prompts = _to_python_strings(prompts, "prompts")
+        prompts = to_python_strings(prompts, "prompts")
         if responses is not None:
-            responses = _to_python_strings(responses, "responses")
+            responses = to_python_strings(responses, "responses")
         x, y, sample_weight = self._pack_for_training(
             prompts, responses, sequence_length
         )
@@ -485,8 +467,8 @@ class ItemLanguageModelPreprocessor(keras_hub.models.Preprocessor):
             widths.append(None)
 
         def fn(p, r):
-            p = _to_python_strings(p, "prompts")
-            r = _to_python_strings(r, "responses") if has_responses else None
+            p = to_python_strings(p, "prompts")
+            r = to_python_strings(r, "responses") if has_responses else None
             x, y, w = self._pack_for_training(p, r, sequence_length)
             return tuple(x[k] for k in keys) + (y, w)
 
@@ -525,7 +507,7 @@ class ItemLanguageModelPreprocessor(keras_hub.models.Preprocessor):
         preprocessor.loss_width(["item_12", "A long item description."])
         ```
         """
-        distinct = sorted(set(_to_python_strings(responses, "responses")))
+        distinct = sorted(set(to_python_strings(responses, "responses")))
         if not distinct:
             raise ValueError("`responses` is empty; nothing to measure.")
         end = 1 if self.add_end_token else 0
@@ -594,7 +576,7 @@ class ItemLanguageModelPreprocessor(keras_hub.models.Preprocessor):
         """
         sequence_length = sequence_length or self.sequence_length
         prompts, _ = self._split_inputs(x)
-        prompts = _to_python_strings(prompts, "prompts")
+        prompts = to_python_strings(prompts, "prompts")
         return self._generate_pack(prompts, sequence_length)
 
     def generate_postprocess(self, x):

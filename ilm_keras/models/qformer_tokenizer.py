@@ -4,25 +4,9 @@ import keras
 import keras_hub
 import numpy as np
 
+from ilm_keras.utils.texts import to_python_strings
+
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[DEC]", "[MASK]"]
-
-
-def _text_list(texts, where):
-    """`texts` as a list of `str` (bytes decoded as UTF-8); a single string
-    or a non-text entry is a `TypeError` rather than a silent misreading."""
-    if isinstance(texts, (str, bytes)):
-        raise TypeError(
-            f"{where} takes a list of texts, not a single string: wrap it in "
-            "a list."
-        )
-    texts = [t.decode("utf-8") if isinstance(t, bytes) else t for t in texts]
-    bad = [i for i, t in enumerate(texts) if not isinstance(t, str)]
-    if bad:
-        raise TypeError(
-            f"{where}: the texts at position(s) {bad[:10]} are not strings "
-            f"(e.g. {texts[bad[0]]!r})."
-        )
-    return texts
 
 
 @keras.saving.register_keras_serializable(package="ilm_keras")
@@ -85,7 +69,8 @@ class QFormerTokenizer(keras_hub.tokenizers.WordPieceTokenizer):
         """Learns a WordPiece vocabulary from `texts` (a list of strings)."""
         import tensorflow as tf
 
-        texts = _text_list(texts, "QFormerTokenizer.train")
+        texts = to_python_strings(
+            texts, "texts", single="error", allow_empty=True)
         if not texts or not any(t.strip() for t in texts):
             raise ValueError("QFormerTokenizer.train needs non-empty texts.")
         vocabulary = keras_hub.tokenizers.compute_word_piece_vocabulary(
@@ -126,7 +111,8 @@ class QFormerTokenizer(keras_hub.tokenizers.WordPieceTokenizer):
             `(token_ids, padding_mask)`, NumPy int32 and bool arrays of shape
             `[len(texts), sequence_length]`.
         """
-        texts = _text_list(texts, "QFormerTokenizer.encode")
+        texts = to_python_strings(
+            texts, "texts", single="error", allow_empty=True)
         empty = [i for i, t in enumerate(texts) if not t.strip()]
         if empty:
             raise ValueError(

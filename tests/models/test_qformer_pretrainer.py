@@ -134,7 +134,7 @@ def test_tokenizer_takes_a_list_of_strings():
                     "film"], sequence_length=4)
     with pytest.raises(TypeError, match="not a single string"):
         tokenizer.encode("film")
-    with pytest.raises(TypeError, match=r"position\(s\) \[1\] are not strings"):
+    with pytest.raises(TypeError, match=r"`texts\[1\]` must be a string, got NoneType"):
         tokenizer.encode(["film", None])
     with pytest.raises(TypeError, match="not a single string"):
         QFormerTokenizer.train("a red film", vocabulary_size=60)
