@@ -10,16 +10,15 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def library_versions():
-    """`keras 3.15.1, jax 0.10.2, ...` for the libraries this process can
-    import (torch and transformers only where the peers are installed)."""
+    """`keras 3.15.1, jax 0.10.2, ...`: Keras and the libraries this run
+    loaded (a report names what ran, and importing torch only to print its
+    version would cost seconds)."""
     import keras
 
     versions = [f"keras {keras.__version__}"]
     for module in ("keras_hub", "jax", "tensorflow", "torch", "transformers"):
-        try:
-            versions.append(f"{module} {__import__(module).__version__}")
-        except ImportError:
-            pass
+        if module in sys.modules:
+            versions.append(f"{module} {sys.modules[module].__version__}")
     return ", ".join(versions)
 
 
