@@ -22,6 +22,33 @@ def library_versions():
     return ", ".join(versions)
 
 
+def cpu_description():
+    """`Intel(R) Xeon(R) Processor, 2 cores, AVX-512`: the CPU model, the
+    cores this process may use and its widest vector instructions.
+
+    Float results (and so trained models and their metrics) depend on these:
+    oneDNN and XLA pick or generate kernels for the instruction set, and
+    split reductions by the number of threads
+    (`ilm_keras/utils/determinism.py`)."""
+    model, flags = platform.processor() or platform.machine(), set()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key.strip() == "model name":
+                    model = value.strip()
+                elif key.strip() == "flags":
+                    flags = set(value.split())
+    except OSError:
+        pass
+    widest = next((name for flag, name in (
+        ("amx_tile", "AMX"), ("avx512f", "AVX-512"), ("avx2", "AVX2"),
+        ("avx", "AVX")) if flag in flags), None)
+    cores = (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+             else os.cpu_count())
+    return ", ".join(x for x in (model, f"{cores} cores", widest) if x)
+
+
 def code_revision():
     """The checkout's commit, with `+ uncommitted changes` when tracked files
     other than `benchmarks/results/` differ from it (results written by an
@@ -55,8 +82,7 @@ def report_header(title, note=""):
         "",
         f"Command: `{command_line()}`",
         "",
-        f"Machine: {platform.processor() or platform.machine()}, "
-        f"{os.cpu_count()} CPUs; {library_versions()}; code "
+        f"Machine: {cpu_description()}; {library_versions()}; code "
         f"{code_revision()}{note}",
         "",
     ]

@@ -16,6 +16,10 @@ An untrained Q-Former with the same architecture is scored in the same run.
     python examples/phase1_synthetic.py --epochs 30
 """
 
+from ilm_keras.utils.quiet import quiet_backend_logs
+
+quiet_backend_logs()  # before TensorFlow/JAX are imported
+
 import time
 
 from absl import app

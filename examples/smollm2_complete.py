@@ -11,6 +11,10 @@ Usage (pick the backend with KERAS_BACKEND=jax or tensorflow):
         --prompt="The capital of France is" --max_new_tokens=8
 """
 
+from ilm_keras.utils.quiet import quiet_backend_logs
+
+quiet_backend_logs()  # before TensorFlow/JAX are imported
+
 import time
 
 from absl import app

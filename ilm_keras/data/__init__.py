@@ -16,6 +16,9 @@ test = ild.evaluation_prompts(split, "test", "sequential", template=0)
 ```
 
 `python -m ilm_keras.data stats PATH` prints the size of a dataset folder.
+This package needs only NumPy and pandas: importing it (or running that
+command) imports neither Keras nor TensorFlow nor JAX; `make_phase1_dataset`,
+which builds a `tf.data` pipeline, is `ilm_keras.make_phase1_dataset`.
 """
 
 from ilm_keras.data.interactions import InteractionData

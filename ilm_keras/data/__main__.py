@@ -23,8 +23,35 @@ def detect_format(path):
 
 
 def stats(path, core=5, out=None):
-    """Loads `path` and prints its format, size and dropped-row counts."""
+    """Loads the dataset folder `path`; prints its format, size and drops.
+
+    Args:
+        path: a dataset folder (see `detect_format`).
+        core: the k-core filter of MovieLens folders.
+        out: a text stream (default: standard output).
+
+    Returns:
+        The loaded `InteractionData`.
+
+    Raises:
+        FileNotFoundError: `path` does not exist.
+        NotADirectoryError: `path` is a file, not a folder.
+        ValueError: a folder without a known dataset file, or a malformed
+            file (named with its line).
+
+    Example:
+    ```python
+    stats("../shared/data/openp5/ML100K")  # prints users, items, ...
+    ```
+    """
     out = sys.stdout if out is None else out
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{path}: does not exist.")
+    if not os.path.isdir(path):
+        raise NotADirectoryError(
+            f"{path}: is a file, not a dataset folder; give the folder that "
+            "holds it."
+        )
     kind = detect_format(path)
     if kind is None:
         raise ValueError(
@@ -59,7 +86,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     try:
         stats(args.path, core=args.core)
-    except (ValueError, FileNotFoundError) as error:
+    except (ValueError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     return 0

@@ -18,6 +18,7 @@ Animation, Children's, Comedy."`; the parsed fields are kept in
 `InteractionData.item_meta`.
 """
 
+import contextlib
 import csv
 import io
 import os
@@ -38,6 +39,42 @@ ML100K_GENRES = (
 
 # Genre names that mean "no genre" and are left out of item texts.
 _NO_GENRE = {"unknown", "(no genres listed)", ""}
+
+
+@contextlib.contextmanager
+def naming_decode_errors(path, encoding):
+    """Turns a `UnicodeDecodeError` while reading `path` into a `ValueError`
+    that names the file and the first line that is not `encoding` text.
+
+    pandas and `open` report a byte offset into a buffer, not the line, so
+    the file is scanned again, line by line, when the error happens.
+
+    Args:
+        path: the file being read.
+        encoding: its expected text encoding.
+
+    Example:
+    ```python
+    with naming_decode_errors("ml-100k/u.data", "utf-8"):
+        text = open("ml-100k/u.data", encoding="utf-8").read()
+    ```
+    """
+    try:
+        yield
+    except UnicodeDecodeError as error:
+        number, reason = None, error.reason
+        with open(path, "rb") as f:
+            for number, line in enumerate(f, start=1):
+                try:
+                    line.decode(encoding)
+                except UnicodeDecodeError as line_error:
+                    reason = line_error.reason
+                    break
+            else:
+                number = None
+        where = f"{path}, line {number}" if number else path
+        name = "UTF-8" if encoding.lower().startswith("utf") else encoding
+        raise ValueError(f"{where}: not {name} text ({reason}).") from None
 
 
 def read_table(
@@ -71,7 +108,8 @@ def read_table(
         A `pandas.DataFrame` with the given columns.
 
     Raises:
-        ValueError: a malformed line, naming the file and line number.
+        ValueError: a malformed line, or text that is not in `encoding`,
+            naming the file and line number.
 
     Example:
     ```python
@@ -82,6 +120,11 @@ def read_table(
     ```
     """
     path = os.fspath(path)
+    with naming_decode_errors(path, encoding):
+        return _read_table(path, columns, sep, types, header, encoding)
+
+
+def _read_table(path, columns, sep, types, header, encoding):
     types = dict(types or {})
     first_line = 2 if header else 1
     shown_sep = sep
@@ -340,7 +383,9 @@ def _read_movies_csv(path):
     joined by commas), genres.
     """
     ids, titles, genres = [], [], []
-    with open(path, encoding="utf-8-sig", newline="") as f:
+    with naming_decode_errors(path, "utf-8-sig"), open(
+        path, encoding="utf-8-sig", newline=""
+    ) as f:
         reader = csv.reader(f)
         header = next(reader, None)
         if header is None or [h.strip() for h in header[:1]] != ["movieId"]:
@@ -386,23 +431,28 @@ def read_table_allow_empty(path, columns, sep, encoding="utf-8", header=False):
 
     The number of fields per line is still checked.
     """
-    _check_leading_lines(path, len(columns), sep, 2 if header else 1, encoding)
-    try:
-        return _read_csv_strict(
-            path, path, sep=sep, header=0 if header else None, names=list(columns),
-            index_col=False, dtype="str", na_filter=False,
-            skip_blank_lines=False, quoting=csv.QUOTE_NONE, encoding=encoding,
-            engine="c",
+    path = os.fspath(path)
+    with naming_decode_errors(path, encoding):
+        _check_leading_lines(
+            path, len(columns), sep, 2 if header else 1, encoding
         )
-    except pd.errors.ParserError as error:
-        _raise_parser_error(os.fspath(path), error, len(columns), sep)
+        try:
+            return _read_csv_strict(
+                path, path, sep=sep, header=0 if header else None,
+                names=list(columns), index_col=False, dtype="str",
+                na_filter=False, skip_blank_lines=False,
+                quoting=csv.QUOTE_NONE, encoding=encoding, engine="c",
+            )
+        except pd.errors.ParserError as error:
+            _raise_parser_error(path, error, len(columns), sep)
 
 
 def _read_recbole(path, wanted, types=None):
     """Reads a RecBole atomic file, keeping the `wanted` {field: name} columns."""
     path = os.fspath(path)
-    with open(path, encoding="utf-8") as f:
-        fields = f.readline().rstrip("\n").split("\t")
+    with naming_decode_errors(path, "utf-8"):
+        with open(path, encoding="utf-8") as f:
+            fields = f.readline().rstrip("\n").split("\t")
     names = [field.split(":")[0] for field in fields]
     missing = [w for w in wanted if w not in names]
     if missing:

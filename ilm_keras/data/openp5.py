@@ -3,7 +3,7 @@
 An OpenP5 dataset folder holds
 
 - `user_sequence.txt`: one line per user, `user item item ...`, raw ids,
-  items oldest first (already 5-core filtered);
+  items oldest first (already 5-core filtered); no empty lines;
 - `item_random_indexing.txt`: `raw_item random_index` lines; OpenP5 shuffles
   the items and numbers them from 1001, and prompts write `item_<index>`;
 - `user_indexing.txt`: `raw_user index` lines (users numbered from 1, in
@@ -19,6 +19,7 @@ import numpy as np
 
 from ilm_keras.data.interactions import InteractionData
 from ilm_keras.data.movielens import item_text
+from ilm_keras.data.movielens import naming_decode_errors
 from ilm_keras.data.movielens import read_movies
 from ilm_keras.data.movielens import read_table
 
@@ -112,19 +113,18 @@ def _read_sequences(path):
     """Reads `user_sequence.txt` into (raw users, raw item lists, line numbers)."""
     users, sequences, lines = [], [], []
     first_line = {}
-    try:
+    with naming_decode_errors(path, "utf-8"):
         with open(path, encoding="utf-8") as f:
             rows = f.read().split("\n")
-    except UnicodeDecodeError as error:
-        with open(path, "rb") as f:
-            line = f.read()[: error.start].count(b"\n") + 1
-        raise ValueError(
-            f"{path}, line {line}: not UTF-8 text ({error.reason})."
-        ) from None
+    if rows[-1] == "":
+        rows.pop()  # The newline that ends the last line.
     for number, line in enumerate(rows, start=1):
         tokens = line.split()
         if not tokens:
-            continue  # A blank line holds no data.
+            raise ValueError(
+                f"{path}, line {number}: empty line; expected `user item "
+                "[item ...]` on every line (delete the line)."
+            )
         if len(tokens) < 2:
             raise ValueError(
                 f"{path}, line {number}: expected `user item [item ...]`; "
@@ -167,8 +167,9 @@ def load_openp5(path, name=None, item_texts_from=None, seed=0):
         `InteractionData` with `item_index` and `user_index` set.
 
     Raises:
-        ValueError: malformed lines (file and line named), a user given
-            twice, or an item / user absent from the index files.
+        ValueError: malformed or empty lines, or text that is not UTF-8
+            (file and line named), a user given twice, or an item / user
+            absent from the index files.
 
     Example:
     ```python

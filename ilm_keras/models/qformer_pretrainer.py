@@ -61,7 +61,27 @@ def _symmetric_contrastive_loss(similarity, temperature, label_smoothing, valid)
     backward = _smoothed_cross_entropy(
         ops.transpose(logits), labels, label_smoothing, ops.transpose(valid)
     )
-    return (ops.mean(forward) + ops.mean(backward)) / 2.0
+    return (_mean(forward) + _mean(backward)) / 2.0
+
+
+def _mean(x):
+    """`ops.mean` of a 1-D tensor; 0.0 (not NaN) when it has no rows.
+
+    A batch of the other kind computes this kind's losses on zero rows (see
+    `QFormerPretrainer.call`), and a NaN there would reach the gradients.
+    """
+    return ops.sum(x) / ops.maximum(ops.cast(ops.shape(x)[0], x.dtype), 1.0)
+
+
+def _argmax_rows(scores):
+    """`ops.argmax(scores, axis=-1)` that also works with zero columns.
+
+    TensorFlow's `ArgMax` rejects an empty axis, which a `[0, 0]` score
+    matrix has. A sentinel column below every real score (which are above
+    `2 * _NEG`) is appended; it is never chosen when there is a real column.
+    """
+    sentinel = ops.full((ops.shape(scores)[0], 1), 2.0 * _NEG, scores.dtype)
+    return ops.argmax(ops.concatenate([scores, sentinel], axis=-1), axis=-1)
 
 
 def _negatives_mask(*id_vectors):
@@ -118,6 +138,25 @@ def _take_rows(features, index):
     return ops.squeeze(ops.take_along_axis(features, index, axis=1), axis=1)
 
 
+def _select(flag, value, zero):
+    """`value` where `flag`, else `zero`; `flag` a Python or tensor bool."""
+    if flag is True:
+        return ops.convert_to_tensor(value, "float32")
+    return ops.where(flag, value, zero)
+
+
+def _not(flag):
+    """`not flag` for a Python bool, `ops.logical_not` for a tensor."""
+    return (not flag) if isinstance(flag, bool) else ops.logical_not(flag)
+
+
+def _implies(flag, condition):
+    """`condition`, or True where `flag` is false (`flag`: bool or tensor)."""
+    if flag is True:
+        return condition
+    return ops.logical_or(ops.logical_not(flag), condition)
+
+
 @keras.saving.register_keras_serializable(package="ilm_keras")
 class QFormerPretrainer(keras.Model):
     """Phase-1 pretraining of a `QFormer` with all of the paper's losses.
@@ -151,7 +190,9 @@ class QFormerPretrainer(keras.Model):
     Batches are of one kind only (in-batch negatives of item-text and of
     item-item examples must not mix); build them with
     `ilm_keras.data.make_phase1_dataset`, which alternates the kinds within
-    one `fit` as the paper does. Every loss is reported as a metric.
+    one `fit` as the paper does. Every loss is reported as a metric. The
+    step tells the kinds apart without a branch (see `call`), so `compile`
+    takes any `jit_compile` on both backends: XLA on TensorFlow too.
 
     Args:
         qformer: the `QFormer` to train.
@@ -263,44 +304,17 @@ class QFormerPretrainer(keras.Model):
 
     # -- losses ------------------------------------------------------------
 
-    def compile(self, *args, jit_compile="auto", **kwargs):
-        """`keras.Model.compile`; on TensorFlow, without XLA when the losses
-        mix item-text and pair batches.
-
-        Those batches differ in shape, so TensorFlow relaxes the batch size
-        to unknown and dispatches on the kind in-graph (`ops.cond`), and
-        TensorFlow's XLA cannot compile the gradient of that `cond`. Keras'
-        `"auto"` would pick XLA on a GPU; here it resolves to no XLA, and an
-        explicit `jit_compile=True` raises. JAX compiles every case.
-
-        Raises:
-            ValueError: `jit_compile=True` on TensorFlow with losses that mix
-                item-text and pair batches.
-        """
-        enabled = set(self.enabled_losses)
-        mixes_kinds = bool(enabled & set(LOSS_SETS["it"])) and bool(
-            enabled & set(LOSS_SETS["ii_ui"])
-        )
-        if keras.backend.backend() == "tensorflow" and mixes_kinds:
-            if jit_compile is True:
-                raise ValueError(
-                    f"On TensorFlow, losses={self.losses_name!r} (item-text "
-                    "and pair batches in one fit) cannot compile with XLA: "
-                    "the in-graph batch-kind dispatch has no XLA gradient. "
-                    "Use jit_compile=False (or 'auto'), or the JAX backend."
-                )
-            jit_compile = False
-        super().compile(*args, jit_compile=jit_compile, **kwargs)
-
     def _temperature(self, variable):
         return ops.clip(ops.cast(variable, "float32"), 0.001, 0.5)
 
     def _item_text_losses(self, batch, training):
-        cf = batch["cf_a"]
-        item_ids = batch["id_a"]
         token_ids = batch["token_ids"]
         padding_mask = batch["padding_mask"]
         batch_size = ops.shape(token_ids)[0]
+        # The items of the texts: all of `cf_a` in an item-text batch, none
+        # (zero rows) when a pair batch runs this in-graph (see `call`).
+        cf = batch["cf_a"][:batch_size]
+        item_ids = batch["id_a"][:batch_size]
 
         # Item-text contrastive (unimodal towers).
         unimodal = self.qformer(
@@ -378,13 +392,12 @@ class QFormerPretrainer(keras.Model):
         # a positive; its pair gets weight 0 in the ITM loss below.
         has_negative_text = ops.any(off_diagonal, axis=-1)
         has_negative_item = ops.any(off_diagonal, axis=0)
-        negative_text = ops.argmax(
-            ops.where(off_diagonal, scores, _NEG) + gumbel[0], axis=-1
+        negative_text = _argmax_rows(
+            ops.where(off_diagonal, scores, _NEG) + gumbel[0]
         )
-        negative_item = ops.argmax(
+        negative_item = _argmax_rows(
             ops.where(ops.transpose(off_diagonal), ops.transpose(scores), _NEG)
-            + gumbel[1],
-            axis=-1,
+            + gumbel[1]
         )
         matching = self.qformer(
             {
@@ -422,16 +435,19 @@ class QFormerPretrainer(keras.Model):
             ),
             "float32",
         )
-        # The weighted mean, written so that all-ones weights give exactly
-        # the plain mean.
-        itm = ops.mean(
+        # The weighted mean (0.0 for zero rows); all-ones weights give
+        # exactly the plain mean.
+        itm = ops.sum(
             _smoothed_cross_entropy(itm_logits, itm_labels, 0.0) * itm_weights
-        ) / ops.mean(itm_weights)
+        ) / ops.maximum(ops.sum(itm_weights), 1.0)
         return {"itc": itc, "itg": itg, "itm": itm}
 
     def _pair_loss(self, batch, training):
-        cf_a, cf_b = batch["cf_a"], batch["cf_b"]
-        batch_size = ops.shape(cf_a)[0]
+        cf_b = batch["cf_b"]
+        batch_size = ops.shape(cf_b)[0]
+        # All of `cf_a` in a pair batch; zero rows when an item-text batch
+        # runs this in-graph (see `call`).
+        cf_a = batch["cf_a"][:batch_size]
         queries = self.qformer.encode_items(
             ops.concatenate([cf_a, cf_b], axis=0), training=training
         )
@@ -447,7 +463,7 @@ class QFormerPretrainer(keras.Model):
             similarity,
             self._temperature(self.pair_temperature),
             self.label_smoothing,
-            _negatives_mask(batch["id_a"], batch["id_b"]),
+            _negatives_mask(batch["id_a"][:batch_size], batch["id_b"]),
         )
 
     # -- retrieval ---------------------------------------------------------
@@ -483,49 +499,18 @@ class QFormerPretrainer(keras.Model):
 
     # -- keras.Model -------------------------------------------------------
 
-    def _outputs_for_item_text(self, batch, training):
-        kind = batch["kind"]
-        check(
-            ops.all(ops.equal(kind, ITEM_TEXT)),
-            "A phase-1 batch mixes pair kinds: an item-text batch holds "
-            "item-item or user-item examples. Each batch must be of one kind.",
-        )
-        values = self._item_text_losses(batch, training)
-        zero = ops.zeros((), "float32")
-        outputs = {}
-        for name in ALL_LOSSES:
-            outputs[name] = values.get(name, zero)
-            outputs[f"{name}_weight"] = ops.ones((), "float32") if (
-                name in values
-            ) else zero
-        return outputs
-
-    def _outputs_for_pairs(self, batch, training):
-        kind = batch["kind"]
-        check(
-            ops.all(ops.equal(kind, kind[0])),
-            "A phase-1 batch mixes pair kinds (item-item and user-item "
-            "examples, or pairs and item-text). Each batch must be of one kind.",
-        )
-        check(
-            ops.all(ops.not_equal(kind, ITEM_TEXT)),
-            "A phase-1 pair batch holds item-text examples (kind 0) but no "
-            "text; each batch must be of one kind.",
-        )
-        loss = self._pair_loss(batch, training)
-        is_ii = ops.cast(ops.equal(kind[0], ITEM_ITEM), "float32")
-        is_ui = ops.cast(ops.equal(kind[0], USER_ITEM), "float32")
-        zero = ops.zeros((), "float32")
-        outputs = {}
-        for name in ALL_LOSSES:
-            outputs[name] = zero
-            outputs[f"{name}_weight"] = zero
-        outputs["ii"], outputs["ii_weight"] = loss * is_ii, is_ii
-        outputs["ui"], outputs["ui_weight"] = loss * is_ui, is_ui
-        return outputs
-
     def call(self, batch, training=None):
         """Computes the losses of one single-kind batch.
+
+        The kind is read from the row counts: an item-text batch has text
+        rows and a pair batch has `cf_b` rows. Where those counts are static
+        (JAX, eager calls) only the batch's own losses are computed. Where
+        they are not (TensorFlow relaxes the batch dimension to None when
+        the kinds take turns in one `fit`), both kinds' losses are computed,
+        the absent kind's on zero rows, and the batch's own are selected:
+        no in-graph branch, so TensorFlow's graph type inference and XLA
+        accept the step. Zero-row losses cost only the per-op overhead
+        (`benchmarks/phase1_dispatch.py` times it).
 
         Args:
             batch: dict from `make_phase1_dataset`: `"kind"` `[B]` (0
@@ -540,18 +525,61 @@ class QFormerPretrainer(keras.Model):
             dict of scalar losses `itc, itg, itm, ii, ui` and, for each, a
             `<name>_weight` of 1.0 when the batch trained it, else 0.0.
         """
+        kind = batch["kind"]
         text_rows = batch["token_ids"].shape[0]
-        if text_rows is not None:
-            # Shapes are static (JAX, eager, first TF traces): plain Python.
-            if text_rows > 0:
-                return self._outputs_for_item_text(batch, training)
-            return self._outputs_for_pairs(batch, training)
-        # TensorFlow may relax the batch dimension to None: branch in-graph.
-        return ops.cond(
-            ops.shape(batch["token_ids"])[0] > 0,
-            lambda: self._outputs_for_item_text(batch, training),
-            lambda: self._outputs_for_pairs(batch, training),
-        )
+        if text_rows is None:
+            has_text = ops.shape(batch["token_ids"])[0] > 0
+        else:
+            has_text = text_rows > 0  # A Python bool.
+        self._check_kinds(kind, has_text)
+
+        zero = ops.zeros((), "float32")
+        outputs = {}
+        for name in ALL_LOSSES:
+            outputs[name] = zero
+            outputs[f"{name}_weight"] = zero
+        if has_text is not False:
+            values = self._item_text_losses(batch, training)
+            for name, value in values.items():
+                outputs[name] = _select(has_text, value, zero)
+                outputs[f"{name}_weight"] = _select(has_text, 1.0, zero)
+        if has_text is not True:
+            loss = self._pair_loss(batch, training)
+            is_pair = _not(has_text)
+            for name, pair_kind in (("ii", ITEM_ITEM), ("ui", USER_ITEM)):
+                this_kind = ops.logical_and(
+                    is_pair, ops.equal(kind[0], pair_kind)
+                )
+                outputs[name] = ops.where(this_kind, loss, zero)
+                outputs[f"{name}_weight"] = ops.cast(this_kind, "float32")
+        return outputs
+
+    def _check_kinds(self, kind, has_text):
+        """Every example of a batch is of the kind its row counts say.
+
+        Args:
+            kind: `[B]` int, the kind of every example.
+            has_text: Python bool or scalar bool tensor: the batch has text
+                rows (an item-text batch).
+        """
+        if has_text is not False:
+            check(
+                _implies(has_text, ops.all(ops.equal(kind, ITEM_TEXT))),
+                "A phase-1 batch mixes pair kinds: an item-text batch holds "
+                "item-item or user-item examples. Each batch must be of one "
+                "kind.",
+            )
+        if has_text is not True:
+            one_pair_kind = ops.logical_and(
+                ops.all(ops.equal(kind, kind[0])),
+                ops.all(ops.not_equal(kind, ITEM_TEXT)),
+            )
+            check(
+                _implies(_not(has_text), one_pair_kind),
+                "A phase-1 batch mixes pair kinds: a batch without text holds "
+                "both item-item and user-item examples, or item-text examples "
+                "(kind 0). Each batch must be of one kind.",
+            )
 
     def compute_loss(
         self, x=None, y=None, y_pred=None, sample_weight=None, training=True

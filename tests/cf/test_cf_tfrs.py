@@ -26,10 +26,10 @@ def _keras_state():
 
 
 @pytest.fixture(scope="module")
-def trained():
+def trained(seed):
     """One tiny TFRS run in a child process, shared by the tests below."""
     sequences, num_items, _ = planted_clusters(
-        num_users=120, items_per_cluster=16, items_per_user=10, seed=1
+        num_users=120, items_per_cluster=16, items_per_user=10, seed=1 + seed
     )
     train = [s[:-1] for s in sequences]
     targets = np.array([s[-1] for s in sequences])
@@ -39,7 +39,7 @@ def trained():
         epochs=15,
         batch_size=64,
         learning_rate=0.2,
-        seed=3,
+        seed=3 + seed,
         timeout=300,
     )
     model.fit(train, num_items=num_items)
@@ -53,7 +53,12 @@ def test_tables_and_loss(trained):
     assert model.user_table.dtype == np.float32
     assert np.isfinite(model.item_table).all()
     assert len(model.loss_history) == 15
-    assert model.loss_history[-1] < 0.9 * model.loss_history[0]
+    # The last epoch's training loss is at least 25% under the first's
+    # (over ILM_TEST_SEED=0..4 it was at most 0.64 of it; the worker runs
+    # TensorFlow whatever the parent's backend).
+    ratio = model.loss_history[-1] / model.loss_history[0]
+    print(f"LEARNING tfrs loss ratio={ratio:.3f}")
+    assert ratio < 0.75, model.loss_history
     assert model.versions["tensorflow_recommenders"]
 
 
@@ -64,6 +69,9 @@ def test_user_tower_beats_popularity(trained):
     popularity = hr_at_10(
         np.ones((len(train), 1)), counts[:, None].astype(float), train, targets
     )
+    # Chance is 10 / 119 = 0.08; popularity carries almost no signal here
+    # (0.09 to 0.18 over ILM_TEST_SEED=0..4, the model 1.0 every time).
+    print(f"LEARNING tfrs hr={hr:.3f} popularity={popularity:.3f}")
     assert hr > popularity + 0.3
 
 

@@ -59,3 +59,39 @@ def test_stats_errors(tmp_path, capsys):
     code, _, err = run_stats(tmp_path, capsys)
     assert code == 1
     assert "user_sequence.txt, line 2" in err
+
+
+def test_missing_path_and_file_get_their_own_messages(tmp_path, capsys):
+    code, _, err = run_stats(tmp_path / "nowhere", capsys)
+    assert code == 1 and err == f"error: {tmp_path / 'nowhere'}: does not exist.\n"
+    write_openp5(tmp_path / "Toy")
+    file = tmp_path / "Toy" / "user_sequence.txt"
+    code, _, err = run_stats(file, capsys)
+    assert code == 1
+    assert err.startswith(f"error: {file}: is a file, not a dataset folder")
+
+
+_NO_BACKEND = """
+import runpy, sys
+sys.argv = ["python -m ilm_keras.data", "stats", sys.argv[1]]
+try:
+    runpy.run_module("ilm_keras.data", run_name="__main__", alter_sys=True)
+except SystemExit as exit:
+    assert not exit.code, exit.code
+heavy = sorted(m for m in ("tensorflow", "jax", "keras", "keras_hub", "torch")
+               if m in sys.modules)
+print("HEAVY", heavy)
+"""
+
+
+def test_stats_imports_no_deep_learning_backend(tmp_path):
+    write_openp5(tmp_path / "Toy")
+    env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    result = subprocess.run(
+        [sys.executable, "-c", _NO_BACKEND, str(tmp_path / "Toy")],
+        capture_output=True, text=True, env=env, cwd=REPO, timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "users: 2\n" in result.stdout
+    assert "HEAVY []" in result.stdout, result.stdout
+    assert result.stderr == ""  # no backend, so no backend start-up lines

@@ -219,17 +219,22 @@ def test_make_llama_backbone_checks_heads():
         make_llama_backbone(100, hidden_dim=30, num_heads=4)
 
 
-def test_pretrained_backbone_generates_the_right_items(tokenizer):
+def test_pretrained_backbone_generates_the_right_items(tokenizer, seed):
     backbone = make_llama_backbone(
         tokenizer.vocabulary_size(), num_layers=2, hidden_dim=32, num_heads=2
     )
     history = pretrain_backbone(
         backbone, tokenizer, PAIRS * 8, item_ids=ITEMS, user_ids=USERS,
-        epochs=40, batch_size=4, learning_rate=3e-3, sequence_length=32,
-        verbose=0,
+        epochs=100, batch_size=4, learning_rate=5e-3, sequence_length=32,
+        seed=seed, verbose=0,
     )
     losses = history.history["loss"]
-    assert losses[-1] < 0.5 * losses[0]
+    # Chance (a uniform next token) is log(vocabulary size) = 5.0 per
+    # response token; the answers are memorised, so the last epoch's loss
+    # ends far below it (over ILM_TEST_SEED=0..4 on both backends, at most
+    # 0.0006 of chance; with 40 epochs one seed in ten had not yet told two
+    # users apart).
+    chance = np.log(tokenizer.vocabulary_size())
     # The frozen backbone alone (OpenP5-R) now answers every user correctly.
     model = ItemLanguageModel(
         backbone,
@@ -239,5 +244,12 @@ def test_pretrained_backbone_generates_the_right_items(tokenizer):
         item_encoder="none",
     )
     items, scores = model.recommend([p for p, _ in PAIRS], k=2)
+    gaps = scores[:, 0] - scores[:, 1]
+    print(f"LEARNING backbone loss first={losses[0]:.4f} last={losses[-1]:.4f} "
+          f"chance={chance:.3f} ratio={losses[-1] / chance:.4f} "
+          f"min_gap={gaps.min():.3f}")
+    assert losses[-1] < 0.02 * chance, losses
     assert [f"item_{i}" for i in items[:, 0]] == [r for _, r in PAIRS]
-    assert np.all(scores[:, 0] >= scores[:, 1])
+    # Each right answer is at least 10 times as likely as the runner-up
+    # (the smallest log-likelihood gap over the same runs was 4.9 > 2.3).
+    assert np.all(gaps > np.log(10)), scores
