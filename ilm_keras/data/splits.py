@@ -113,6 +113,36 @@ class LeaveLastOutSplit:
         """The test examples as `SequenceExamples`."""
         return SequenceExamples(self.test_users, self.test_history, self.test_target)
 
+    def known_items(self, subset):
+        """Every item each example's user saw before its target, uncut.
+
+        The histories of `examples(subset)` are cut to `max_history` items
+        (what a prompt shows); this is the user's whole past instead:
+        `s[:j]` for the training example at position `j`, `s[:-2]` for
+        validation and `s[:-1]` for test. It is the set a ranking excludes
+        when it must not recommend what the user already has (the same set
+        for every method compared; see `exclude_history` in the pipeline).
+
+        Args:
+            subset: `"train"`, `"valid"` or `"test"`.
+
+        Returns:
+            A list of int64 arrays, in the order of `examples(subset)`.
+        """
+        if subset == "train":
+            return [
+                sequence[:j]
+                for sequence in self.train_sequences
+                for j in range(1, len(sequence))
+            ]
+        cut = {"valid": 2, "test": 1}.get(subset)
+        if cut is None:
+            raise ValueError(
+                f"subset must be 'train', 'valid' or 'test'; got {subset!r}."
+            )
+        users = self.valid_users if subset == "valid" else self.test_users
+        return [np.asarray(self.data.sequences[u][:-cut], dtype=np.int64) for u in users]
+
     def examples(self, subset):
         """`"train"`, `"valid"` or `"test"` examples as `SequenceExamples`."""
         if subset == "train":

@@ -1,5 +1,6 @@
 """One cell of the paper's Tables 3-4 on an OpenP5 dataset, resumable."""
 
+import dataclasses
 import json
 import os
 import time
@@ -11,6 +12,8 @@ from ilm_keras import data as ild
 from ilm_keras.experiments import pipeline as pl
 from ilm_keras.llm.openp5_tokenizer import OpenP5Tokenizer
 from ilm_keras.models.qformer import QFormer  # noqa: F401 (registers it)
+from ilm_keras.models.qformer_pretrainer import LOSS_SETS
+from ilm_keras.utils.determinism import seed_everything
 
 METRIC_KEYS = ("HR@5", "NDCG@5", "HR@10", "NDCG@10")
 
@@ -19,6 +22,28 @@ def load_dataset(data_dir, dataset, item_texts_from=None):
     """`load_openp5(data_dir/dataset)` with OpenP5's own random indexing."""
     return ild.load_openp5(os.path.join(data_dir, dataset),
                            item_texts_from=item_texts_from)
+
+
+def dataset_config(config, data, sample_users=None):
+    """`config` with the settings that follow from the dataset, the same for
+    every row of a comparison on it.
+
+    - `exclude_history`: OpenP5's protocol: MovieLens rankings exclude the
+      user's history, Amazon ones (repeat purchases) do not.
+    - `max_eval_users`: datasets with more than `sample_users` users are
+      scored on a fixed random sample of that many (`evaluation_rows`).
+    - `phase1_losses`: without item texts (OpenP5's Amazon splits), the
+      text-free `"ii_ui"`.
+    """
+    changes = {"exclude_history": data.name.upper().startswith("ML")}
+    if sample_users is not None:
+        changes["max_eval_users"] = (
+            int(sample_users) if data.num_users > int(sample_users) else None
+        )
+    has_texts = any(data.item_texts or [])
+    if not has_texts and "itc" in LOSS_SETS[config.phase1_losses]:
+        changes["phase1_losses"] = "ii_ui"
+    return dataclasses.replace(config, **changes)
 
 
 def _backup(directory, name):
@@ -38,6 +63,19 @@ def _json_dump(path, value):
     os.replace(tmp, path)
 
 
+def _text_dump(path, text):
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def _npz_dump(path, **arrays):
+    tmp = path + ".tmp.npz"
+    np.savez(tmp, **arrays)
+    os.replace(tmp, path)
+
+
 def shared_phases(data, config, shared_dir, need_qformer, log=print):
     """CF, phase 1 (if `need_qformer`) and LLM pretraining, cached on disk.
 
@@ -47,36 +85,37 @@ def shared_phases(data, config, shared_dir, need_qformer, log=print):
     on `config` (sizes, seed): use one `shared_dir` per config.
 
     Returns:
-        dict with `split`, `user_table`, `item_table`, `cf_metrics`,
+        dict with `split`, `user_table`, `item_table`, `references` (per
+        subset, the popularity / iALS / random rows on the LLM variants'
+        protocol, `pipeline.reference_metrics`),
         `qformer` (or None), `tokenizer`, `backbone`, `seconds`.
     """
     os.makedirs(shared_dir, exist_ok=True)
-    keras.utils.set_random_seed(config.seed)
+    # Every phase starts from the seed, so what it draws does not depend on
+    # which earlier phases ran in this process and which were loaded.
+    seed_everything(config.seed)
     split = pl.prepare_split(data, config)
     seconds = {}
 
     # Phase 0: CF.
     cf_path = os.path.join(shared_dir, "cf.npz")
-    cf_metrics_path = os.path.join(shared_dir, "cf_metrics.json")
-    if _done(cf_path) and _done(cf_metrics_path):
+    references_path = os.path.join(shared_dir, "references.json")
+    if _done(cf_path) and _done(references_path):
         tables = np.load(cf_path)
         user_table, item_table = tables["user_table"], tables["item_table"]
-        with open(cf_metrics_path) as f:
-            cf_metrics = json.load(f)
+        with open(references_path) as f:
+            references = json.load(f)
         log(f"phase 0: loaded {cf_path}")
     else:
         start = time.time()
         ials, user_table, item_table = pl.train_cf(split, config)
         seconds["cf"] = time.time() - start
-        cf_metrics = {
-            f"{subset}/{'excl' if excl else 'incl'}": pl.cf_retrieval_metrics(
-                ials, split, subset, excl, max_users=config.max_eval_users
-            )
+        references = {
+            subset: pl.reference_metrics(split, config, ials, subset)
             for subset in ("valid", "test")
-            for excl in (True, False)
         }
-        np.savez(cf_path, user_table=user_table, item_table=item_table)
-        _json_dump(cf_metrics_path, cf_metrics)
+        _npz_dump(cf_path, user_table=user_table, item_table=item_table)
+        _json_dump(references_path, references)
         log(f"phase 0: iALS in {seconds['cf']:.1f}s")
 
     # Phase 1: Q-Former.
@@ -90,6 +129,7 @@ def shared_phases(data, config, shared_dir, need_qformer, log=print):
         else:
             start = time.time()
             log(f"phase 1: Q-Former pretraining, losses {config.phase1_losses}")
+            seed_everything(config.seed)
             qformer, _ = pl.pretrain_qformer(
                 split, user_table, item_table, config,
                 callbacks=[_backup(shared_dir, name)],
@@ -102,12 +142,15 @@ def shared_phases(data, config, shared_dir, need_qformer, log=print):
     backbone_path = os.path.join(shared_dir, "llm_backbone.keras")
     if _done(vocab_path) and _done(backbone_path):
         with open(vocab_path) as f:
-            tokenizer = OpenP5Tokenizer(vocabulary=json.load(f))
+            tokenizer = OpenP5Tokenizer(
+                vocabulary=json.load(f), item_indexing=config.item_indexing
+            )
         backbone = keras.saving.load_model(backbone_path)
         log(f"LLM: loaded {backbone_path}")
     else:
         start = time.time()
         log("LLM: pretraining on the text-only OpenP5 prompts")
+        seed_everything(config.seed)
         tokenizer, backbone, _ = pl.pretrain_llm(
             split, config, callbacks=[_backup(shared_dir, "llm")]
         )
@@ -115,7 +158,7 @@ def shared_phases(data, config, shared_dir, need_qformer, log=print):
         backbone.save(backbone_path)
         _json_dump(vocab_path, tokenizer.get_vocabulary())
     return dict(split=split, user_table=user_table, item_table=item_table,
-                cf_metrics=cf_metrics, qformer=qformer, tokenizer=tokenizer,
+                references=references, qformer=qformer, tokenizer=tokenizer,
                 backbone=backbone, seconds=seconds)
 
 
@@ -151,6 +194,7 @@ def run_openp5_cell(data, variant, config, output_dir, shared_dir=None,
     shared = shared_phases(data, config, shared_dir or output_dir,
                            need_qformer=(variant == "ilm"), log=log)
     split = shared["split"]
+    seed_everything(config.seed)
     model = pl.build_phase2(
         variant, shared["backbone"], shared["tokenizer"], split,
         shared["user_table"], shared["item_table"], config,
@@ -181,13 +225,12 @@ def run_openp5_cell(data, variant, config, output_dir, shared_dir=None,
         "config": config.to_dict(),
         "test": test,
         "valid_per_epoch": valid_scores,
-        "cf_dot_product": shared["cf_metrics"],
+        "references": shared["references"],
         "seconds": {**shared["seconds"], "phase2": phase2_seconds,
                     "test": time.time() - t, "total": time.time() - start},
     }
     _json_dump(results_path, results)
-    with open(os.path.join(output_dir, "results.md"), "w") as f:
-        f.write(results_markdown(results))
+    _text_dump(os.path.join(output_dir, "results.md"), results_markdown(results))
     return results
 
 
@@ -202,10 +245,8 @@ def results_markdown(results):
     for key, m in results["test"].items():
         lines.append(f"| {key} | " + " | ".join(f"{m[k]:.4f}" for k in METRIC_KEYS)
                      + f" | {m['num_users']} |")
-    cf = results["cf_dot_product"]
-    for key in ("test/excl", "test/incl"):
-        m = cf[key]
-        lines.append(f"| iALS dot product ({key}) | "
+    for name, m in results["references"]["test"].items():
+        lines.append(f"| {name} (sequential history) | "
                      + " | ".join(f"{m[k]:.4f}" for k in METRIC_KEYS)
                      + f" | {int(m['num_users'])} |")
     lines += ["", "History items excluded from the LLM rankings: "

@@ -47,6 +47,8 @@ from ilm_keras.models.qformer_pretrainer import LOSS_SETS
 from ilm_keras.models.qformer_pretrainer import QFormerPretrainer
 from ilm_keras.models.qformer_tokenizer import QFormerTokenizer
 from ilm_keras.models.qformer_tokenizer import SPECIAL_TOKENS
+from ilm_keras.utils.quiet import fit_verbosity
+from ilm_keras.utils.schedules import warmup_cosine
 
 VARIANTS = ("none", "mlp", "ilm_rand", "ilm")
 VARIANT_NAMES = {
@@ -68,6 +70,10 @@ class PipelineConfig:
         qformer_layers, qformer_hidden, qformer_heads, num_query_tokens,
         num_cf_tokens, qformer_text_length: the Q-Former (N = num_query_tokens
             soft tokens per mention for `ilm` / `ilm_rand`).
+        qformer_initializer_range: the Q-Former's initializer standard
+            deviation (None: `1 / sqrt(qformer_hidden)`, which lets the CF
+            vector through a narrow Q-Former from the start; BLIP-2's 0.02
+            nearly blocks it, see `QFormer`).
         phase1_losses: `"it"`, `"it_ii"`, `"it_ui"`, `"all"`, or `"ii_ui"`
             (no item texts needed).
         phase1_steps_per_epoch: optional cap on phase-1 batches per epoch.
@@ -82,11 +88,28 @@ class PipelineConfig:
         phase2_epochs, phase2_batch_size, phase2_learning_rate: phase 2.
         phase2_steps_per_epoch: optional cap on phase-2 batches per epoch.
         llm_steps_per_epoch: optional cap on pretraining batches per epoch.
-        num_beams: beam width of `recommend()` (OpenP5: 10).
-        exclude_history: drop the user's history items from recommendations.
-        max_eval_users: evaluate on at most this many users (None: all);
-            the subset is the first users in split order.
-        max_valid_users: users of the per-epoch validation (checkpoint pick).
+        num_beams: beam width of `recommend()` (OpenP5: 10); unused with
+            atomic item indexing, whose ranking is exact.
+        exclude_history: drop every item the user saw before the target
+            (the whole known history, not only what the prompt shows) from
+            every method's ranking: the LLM variants, popularity and iALS.
+        max_eval_users: evaluate on a fixed random sample of this many users
+            (None: all). The sample depends on the data only (not on
+            `seed`), so every method and seed is scored on the same users
+            (`evaluation_rows`).
+        item_indexing: how the LLM writes items: `"atomic"` (one vocabulary
+            entry per item; exact one-step ranking) or `"random"` (OpenP5's
+            random indexing, ids spelled digit by digit; the paper's
+            setting). See `OpenP5Tokenizer`.
+        user_vectors: the CF vector of a user mention in phase 2:
+            `"fold_in"` (folded in from the items the prompt shows, leak
+            free) or `"table"` (the user's row of the CF table, the paper's;
+            it holds the training targets). See `ItemSoftTokens`.
+        llm_warmup_steps, phase2_warmup_steps: linear warmup of the
+            learning rate before its cosine decay to 0 over the whole fit
+            (`ilm_keras.utils.schedules.warmup_cosine`).
+        max_valid_users: users of the per-epoch validation (checkpoint pick;
+            None: all), sampled as `max_eval_users`.
         length_bucket: training batch widths are multiples of this (a larger
             bucket: fewer shapes to compile, more padding).
         length_group: training batches per length-sorted group (pairs of
@@ -106,6 +129,7 @@ class PipelineConfig:
     num_query_tokens: int = 4
     num_cf_tokens: int = 4
     qformer_text_length: int = 32
+    qformer_initializer_range: float = None
     phase1_losses: str = "all"
     phase1_epochs: int = 10
     phase1_batch_size: int = 32
@@ -128,6 +152,10 @@ class PipelineConfig:
     num_beams: int = 10
     exclude_history: bool = True
     max_eval_users: int = None
+    item_indexing: str = "atomic"
+    user_vectors: str = "fold_in"
+    llm_warmup_steps: int = 100
+    phase2_warmup_steps: int = 50
     max_valid_users: int = 200
     length_bucket: int = 16
     length_group: int = 50
@@ -165,23 +193,110 @@ def train_cf(split, config):
     return ials, user_table, item_table
 
 
+def evaluation_rows(split, subset, max_users=None):
+    """Which examples of `split.examples(subset)` an evaluation scores.
+
+    All of them, or a sorted random sample of `max_users` drawn with a fixed
+    generator: the same users for every method, seed and run on this split.
+
+    Returns:
+        int64 array of row indices.
+    """
+    count = len(split.examples(subset).targets)
+    if max_users is None or max_users >= count:
+        return np.arange(count)
+    if int(max_users) < 1:
+        raise ValueError(f"max_users must be >= 1 or None; got {max_users}.")
+    rng = np.random.default_rng(20240611)
+    return np.sort(rng.choice(count, int(max_users), replace=False))
+
+
 def cf_retrieval_metrics(ials, split, subset, exclude_history, ks=(5, 10),
                          max_users=None):
-    """HR/NDCG of ranking all items by `user . item` (user folded in from the
-    subset's history, the same history the prompts show)."""
+    """HR/NDCG of ranking all items by `user . item`, the user folded in from
+    the history the prompts show (the same items the LLM variants read).
+
+    With `exclude_history`, every item the user saw before the target is
+    removed from the ranking (`split.known_items`), as for every other
+    method of a comparison."""
     users = split.examples(subset)
-    histories, targets = users.histories, users.targets
-    if max_users is not None:
-        histories, targets = histories[:max_users], targets[:max_users]
+    rows = evaluation_rows(split, subset, max_users)
+    histories = [users.histories[r] for r in rows]
+    targets = users.targets[rows]
+    known_items = split.known_items(subset)
+    known = [known_items[r] for r in rows]
     result = evaluate_retrieval(
         ials.fold_in(histories),
         ials.item_table,
         targets,
-        histories=histories,
+        histories=known,
         exclude_history=exclude_history,
         ks=ks,
     )
     return {k: float(v) for k, v in result.items()}
+
+
+def popularity_metrics(split, subset, exclude_history, ks=(5, 10),
+                       max_users=None):
+    """HR/NDCG of ranking all items by their count in the training
+    sequences, with the same exclusion rule as `cf_retrieval_metrics`."""
+    rows = evaluation_rows(split, subset, max_users)
+    targets = split.examples(subset).targets[rows]
+    known_items = split.known_items(subset)
+    known = [known_items[r] for r in rows]
+    counts = np.bincount(
+        np.concatenate([np.asarray(s, dtype=np.int64) for s in split.train_sequences]),
+        minlength=split.data.num_items,
+    ).astype(np.float32)
+    result = evaluate_retrieval(
+        np.ones((len(targets), 1), dtype=np.float32),
+        counts[:, None],
+        targets,
+        histories=known,
+        exclude_history=exclude_history,
+        ks=ks,
+    )
+    return {k: float(v) for k, v in result.items()}
+
+
+def random_metrics(split, subset, exclude_history, ks=(5, 10), max_users=None):
+    """Expected HR/NDCG of a uniformly random ranking of the items a method
+    may recommend (all items, minus the user's known items when
+    `exclude_history`), on the users `evaluation_rows` picks."""
+    rows = evaluation_rows(split, subset, max_users)
+    known_items = split.known_items(subset)
+    num_items = split.data.num_items
+    out = {}
+    sizes = np.array([
+        max(num_items - len(set(known_items[r].tolist())), 1)
+        if exclude_history else num_items
+        for r in rows
+    ], dtype=np.float64)
+    for k in ks:
+        top = np.minimum(k, sizes)
+        out[f"HR@{k}"] = float(np.mean(top / sizes))
+        gains = np.array([np.sum(1.0 / np.log2(np.arange(2, int(t) + 2))) for t in top])
+        out[f"NDCG@{k}"] = float(np.mean(gains / sizes))
+    out["num_users"] = int(len(rows))
+    return out
+
+
+def reference_metrics(split, config, ials, subset="test"):
+    """The non-LLM rows of a comparison, on the LLM variants' protocol:
+    popularity, iALS (user folded in from the history the sequential
+    prompts show) and a random ranking; same users, same exclusion."""
+    return {
+        "popularity": popularity_metrics(
+            split, subset, config.exclude_history, max_users=config.max_eval_users
+        ),
+        "iALS": cf_retrieval_metrics(
+            ials, split, subset, config.exclude_history,
+            max_users=config.max_eval_users,
+        ),
+        "random": random_metrics(
+            split, subset, config.exclude_history, max_users=config.max_eval_users
+        ),
+    }
 
 
 # ----------------------------------------------------------------------
@@ -254,7 +369,7 @@ def pretrain_qformer(split, user_table, item_table, config, callbacks=None):
         epochs=config.phase1_epochs,
         shuffle=False,  # the dataset shuffles itself
         callbacks=callbacks,
-        verbose=config.verbose,
+        verbose=fit_verbosity(config.verbose),
     )
     return qformer, history
 
@@ -274,6 +389,10 @@ def qformer_config(item_table, config, vocabulary_size=2000):
         max_text_length=config.qformer_text_length,
         num_cf_tokens=config.num_cf_tokens,
         dropout=0.1,
+        initializer_range=(
+            config.qformer_initializer_range
+            or 1.0 / float(np.sqrt(config.qformer_hidden))
+        ),
     )
 
 
@@ -341,7 +460,9 @@ def pretrain_llm(split, config, callbacks=None):
     text-only prompts; returns `(tokenizer, backbone, history)`."""
     data = split.data
     texts = [t for t in (data.item_texts or []) if t] if config.describe_items else []
-    tokenizer = OpenP5Tokenizer.from_texts(texts)
+    tokenizer = OpenP5Tokenizer.from_texts(
+        texts, item_ids=data.item_index, item_indexing=config.item_indexing
+    )
     backbone = make_llama_backbone(
         tokenizer.vocabulary_size(),
         num_layers=config.llm_layers,
@@ -354,8 +475,9 @@ def pretrain_llm(split, config, callbacks=None):
         epochs=config.llm_epochs,
         learning_rate=config.llm_learning_rate,
         callbacks=callbacks,
-        verbose=config.verbose,
+        verbose=fit_verbosity(config.verbose),
         steps_per_epoch=config.llm_steps_per_epoch,
+        warmup_steps=config.llm_warmup_steps,
         **llm_batch_args(split, tokenizer, config),
     )
     return tokenizer, backbone, history
@@ -409,6 +531,9 @@ def build_phase2(variant, backbone, tokenizer, split, user_table, item_table,
         item_embeddings=None if variant == "none" else item_table,
         user_embeddings=None if variant == "none" else user_table,
         num_mlp_tokens=config.num_mlp_tokens,
+        user_vectors=config.user_vectors,
+        fold_in_regularization=config.cf_regularization,
+        fold_in_alpha=config.cf_alpha,
     )
     return model
 
@@ -425,23 +550,24 @@ def recommendation_metrics(model, split, subset="test", task="sequential",
         template: a seen template number or `"unseen"`.
         config: `PipelineConfig` (beam width, history exclusion).
         ks: cutoffs (all <= `config.num_beams`).
-        max_users: evaluate the first `max_users` users only.
+        max_users: evaluate a fixed sample of this many users
+            (`evaluation_rows`; None: all).
 
     Returns:
         dict `{"HR@5": ..., "NDCG@5": ..., ..., "num_users": n}`.
     """
     config = config or PipelineConfig()
     pairs = ild.evaluation_prompts(split, subset, task, template)
-    examples = split.examples(subset)
-    histories = examples.histories
-    if max_users is not None:
-        pairs, histories = pairs[:max_users], histories[:max_users]
+    rows = evaluation_rows(split, subset, max_users)
+    known_items = split.known_items(subset)
+    known = [known_items[r] for r in rows]
+    pairs = [pairs[r] for r in rows]
     prompts = [p for p, _ in pairs]
     targets = [t[len("item_"):] for _, t in pairs]
     exclude = None
     if config.exclude_history:
         index = split.data.item_index
-        exclude = [[str(index[i]) for i in h] for h in histories]
+        exclude = [[str(index[i]) for i in h] for h in known]
     k = max(ks)
     items, _ = model.recommend(
         prompts, k=k, exclude=exclude, num_beams=max(config.num_beams, k)
@@ -513,9 +639,6 @@ def train_phase2(model, split, config, callbacks=None, checkpoint_path=None):
     Returns:
         The Keras `History`.
     """
-    model.compile(
-        optimizer=keras.optimizers.AdamW(config.phase2_learning_rate, weight_decay=0.01)
-    )
     batches = PromptResponseBatches(
         model.preprocessor,
         lambda epoch: training_pairs(split, config, epoch),
@@ -536,6 +659,15 @@ def train_phase2(model, split, config, callbacks=None, checkpoint_path=None):
             )
         )
     x, steps_per_epoch = batches.fit_input(config.phase2_steps_per_epoch)
+    total = (steps_per_epoch or len(batches)) * config.phase2_epochs
+    model.compile(
+        optimizer=keras.optimizers.AdamW(
+            warmup_cosine(
+                config.phase2_learning_rate, total, config.phase2_warmup_steps
+            ),
+            weight_decay=0.01,
+        )
+    )
     return keras.Model.fit(
         model,
         x,
@@ -543,7 +675,7 @@ def train_phase2(model, split, config, callbacks=None, checkpoint_path=None):
         steps_per_epoch=steps_per_epoch,
         shuffle=False,  # the batches shuffle themselves
         callbacks=callbacks,
-        verbose=config.verbose,
+        verbose=fit_verbosity(config.verbose),
     )
 
 

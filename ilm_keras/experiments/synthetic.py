@@ -1,12 +1,13 @@
 """Every phase on the built-in synthetic data (the quickstart's pipeline)."""
 
+import re
 import time
-
-import keras
-import numpy as np
 
 from ilm_keras import data as ild
 from ilm_keras.experiments import pipeline as pl
+from ilm_keras.experiments.configs import QUICKSTART_SMALL_DATA
+from ilm_keras.experiments.configs import get_config
+from ilm_keras.utils.determinism import seed_everything
 
 
 def run_synthetic(
@@ -38,7 +39,8 @@ def run_synthetic(
         dict: `"metrics"` `{variant: {"HR@10", "NDCG@10", ...}}`,
         `"cf_dot_product"` (the CF baseline), `"random"` (the expected HR@10
         / NDCG@10 of a uniformly random ranking of the non-excluded items),
-        `"conversation"` `{"prompt", "reply", "reference"}`, `"seconds"`
+        `"conversation"` `{"prompt", "reply", "reference"}`, `"describe"`
+        (per variant, `describe_accuracy` over 50 items), `"seconds"`
         per phase, `"llm_loss"` (per pretraining epoch), the `"split"` and
         the models (`"models"`, `"backbone"`).
 
@@ -48,7 +50,7 @@ def run_synthetic(
     results["metrics"]["ilm"]["NDCG@10"]
     ```
     """
-    keras.utils.set_random_seed(config.seed)
+    seed_everything(config.seed)
     seconds = {}
     data, _ = ild.make_synthetic_data(
         num_users=num_users,
@@ -103,9 +105,15 @@ def run_synthetic(
         log(f"  test HR@10 {metrics[variant]['HR@10']:.3f} "
             f"NDCG@10 {metrics[variant]['NDCG@10']:.3f}")
 
-    random = _random_baseline(split, config, max_users=config.max_eval_users)
+    # Expected HR/NDCG of a random ranking of the same users' rankable items.
+    random = pl.random_metrics(split, "test", config.exclude_history,
+                               max_users=config.max_eval_users)
     conversation = _conversation(models[variants[-1]], split)
+    describe = {v: describe_accuracy(m, split) for v, m in models.items()}
+    log("describe: share of items whose genres the reply names: " + ", ".join(
+        f"{v} {d['genres_correct']:.2f}" for v, d in describe.items()))
     return {
+        "describe": describe,
         "metrics": metrics,
         "cf_dot_product": cf,
         "random": random,
@@ -118,47 +126,69 @@ def run_synthetic(
     }
 
 
-SMALL_DATA = dict(num_users=60, num_items=24, num_clusters=3,
-                  interactions_per_user=8)
+SMALL_DATA = QUICKSTART_SMALL_DATA
 
 
-def quickstart_config(small=False, seed=0, llm_epochs=3, phase2_epochs=2):
-    """The quickstart's `PipelineConfig` (`small`: the test-sized one)."""
-    if small:
-        return pl.PipelineConfig(
-            max_history=5, cf_dim=16, qformer_layers=1, qformer_hidden=32,
-            qformer_heads=2, num_query_tokens=2, num_cf_tokens=2,
-            phase1_losses="it", phase1_epochs=1, phase1_batch_size=8,
-            llm_layers=1, llm_hidden=32, llm_heads=2, llm_epochs=3,
-            llm_batch_size=64, llm_learning_rate=1e-2, templates_per_example=1,
-            describe_items=True, phase2_epochs=1, phase2_batch_size=64,
-            max_eval_users=16, length_bucket=64,
-            num_beams=10, verbose=0, seed=seed,
-        )
-    return pl.PipelineConfig(
-        max_history=10, cf_dim=32, qformer_layers=2, qformer_hidden=64,
-        qformer_heads=4, num_query_tokens=4, num_cf_tokens=4,
-        phase1_epochs=10, phase1_batch_size=32, llm_layers=2, llm_hidden=64,
-        llm_heads=4, llm_epochs=llm_epochs, llm_learning_rate=3e-3,
-        templates_per_example=1, describe_items=True,
-        phase2_epochs=phase2_epochs, phase2_learning_rate=1e-3,
-        num_beams=10, verbose=1, seed=seed,
-    )
+def quickstart_config(small=False, seed=0, **overrides):
+    """The quickstart's `PipelineConfig` (`small`: the test-sized one):
+    `get_config("quickstart")` / `get_config("quickstart_small")`."""
+    name = "quickstart_small" if small else "quickstart"
+    return get_config(name, seed=seed, **overrides)
 
 
+def _describe(model, prompts):
+    """Greedy replies of `model` to `prompts`, without the echoed prompt."""
+    model.compile(sampler="greedy")
+    length = model.preprocessor.sequence_length
+    replies = model.generate(list(prompts), max_length=length,
+                             stop_token_ids="auto")
+    tokenizer = model.preprocessor.tokenizer
+    out = []
+    for prompt, reply in zip(prompts, replies):
+        echoed = str(tokenizer.detokenize(tokenizer(prompt)))
+        if isinstance(echoed, bytes):
+            echoed = echoed.decode("utf-8")
+        out.append(reply[len(echoed):].strip() if reply.startswith(echoed)
+                   else reply)
+    return out
 
-def _random_baseline(split, config, k=10, max_users=None):
-    """Expected HR@k / NDCG@k of a uniformly random ranking."""
-    examples = split.examples("test")
-    histories = examples.histories[:max_users] if max_users else examples.histories
-    n = split.data.num_items
-    hr, ndcg = [], []
-    for h in histories:
-        m = n - len(set(h.tolist())) if config.exclude_history else n
-        m = max(m, 1)
-        hr.append(min(k, m) / m)
-        ndcg.append(sum(1 / np.log2(r + 1) for r in range(1, min(k, m) + 1)) / m)
-    return {f"HR@{k}": float(np.mean(hr)), f"NDCG@{k}": float(np.mean(ndcg))}
+
+def _genres(text):
+    """The genre set of a synthetic item text ("... Genres: A, B.")."""
+    match = re.search(r"Genres\s*:\s*([^.]*)", text or "")
+    if not match:
+        return frozenset()
+    return frozenset(g.strip().lower() for g in match.group(1).split(",")
+                     if g.strip())
+
+
+def describe_accuracy(model, split, num_items=50):
+    """Share of items whose description names exactly their genres.
+
+    Asks `"What is item_<id> about?"` for the first `num_items` items (item
+    order, a fixed set) and compares the genres in the reply with those of
+    the item's text.
+
+    Returns:
+        dict: `"items"` (how many asked), `"genres_correct"` (the share),
+        `"examples"` (the first five prompt / reply / reference triples).
+    """
+    data = split.data
+    items = list(range(min(num_items, data.num_items)))
+    prompts = [pl.DESCRIBE_TEMPLATE.format(item=data.item_index[i]) for i in items]
+    replies = _describe(model, prompts)
+    correct = [
+        bool(_genres(data.item_texts[i])) and _genres(r) == _genres(data.item_texts[i])
+        for i, r in zip(items, replies)
+    ]
+    return {
+        "items": len(items),
+        "genres_correct": float(sum(correct) / max(len(items), 1)),
+        "examples": [
+            {"prompt": p, "reply": r, "reference": data.item_texts[i]}
+            for p, r, i in list(zip(prompts, replies, items))[:5]
+        ],
+    }
 
 
 def _conversation(model, split):
@@ -166,14 +196,7 @@ def _conversation(model, split):
     data = split.data
     item = int(split.test_target[0])
     prompt = pl.DESCRIBE_TEMPLATE.format(item=data.item_index[item])
-    model.compile(sampler="greedy")
-    length = model.preprocessor.sequence_length
-    reply = model.generate([prompt], max_length=length, stop_token_ids="auto")[0]
-    tokenizer = model.preprocessor.tokenizer
-    echoed = str(tokenizer.detokenize(tokenizer(prompt)))
-    if isinstance(echoed, bytes):
-        echoed = echoed.decode("utf-8")
-    reply = reply[len(echoed):].strip() if reply.startswith(echoed) else reply
+    reply = _describe(model, [prompt])[0]
     return {
         "prompt": prompt,
         "reply": reply,

@@ -119,6 +119,27 @@ class ItemTrie:
     def num_nodes(self):
         return self.transitions.shape[0]
 
+    def single_tokens(self):
+        """Each item's token when every item is one token (+ a shared end).
+
+        With atomic item indexing (one vocabulary entry per item), each
+        item's sequence is its own token, optionally followed by the same
+        end token for all items. Ranking then needs no search: the exact
+        top-k of `log p(item token | prompt)` is one softmax away (the end
+        token after an item carries no choice).
+
+        Returns:
+            int32 array `[num_items]` of the items' tokens, or None when some
+            item takes several tokens (or items end differently).
+        """
+        firsts = [s[0] for s in self.sequences]
+        tails = {tuple(s[1:]) for s in self.sequences}
+        if len(tails) != 1 or len(next(iter(tails))) > 1:
+            return None
+        if len(set(firsts)) != len(firsts):
+            return None
+        return np.asarray(firsts, dtype="int32")
+
     def beam_widths(self, num_beams):
         """The most beams a search of width `num_beams` can fill, per depth.
 

@@ -4,7 +4,38 @@ import keras
 from keras import ops
 
 from ilm_keras.layers.item_adaptor import LinearAdaptor, MLPAdaptor
+from ilm_keras.layers.user_fold_in import fold_in_users
 from ilm_keras.utils.runtime_checks import check
+
+
+def query_path_unused_layers(qformer):
+    """The layers of a `QFormer` that `encode_items` never runs.
+
+    The query path (`qformer.encode_items`: CF tokens, learned queries,
+    self-attention among the queries, cross-attention, the query feed-forward
+    networks) leaves the text tower alone: the token and position embeddings
+    and each layer's text feed-forward network. (Phase 1's generation and
+    matching heads live in `QFormerPretrainer`, not in the `QFormer`.)
+
+    Args:
+        qformer: a `QFormer`.
+
+    Returns:
+        A list of Keras layers.
+
+    Example:
+    ```python
+    for layer in query_path_unused_layers(qformer):
+        layer.trainable = False
+    ```
+    """
+    layers = [qformer.token_embedding, qformer.position_embedding]
+    for block in qformer.transformer_layers:
+        layers += [block.text_ffn_in, block.text_ffn_out, block.text_ffn_norm]
+    return layers
+
+
+USER_VECTORS = ("fold_in", "table")
 
 
 @keras.saving.register_keras_serializable(package="ilm_keras")
@@ -17,7 +48,13 @@ class ItemSoftTokens(keras.layers.Layer):
     encoder's outputs:
 
     - `encoder="qformer"`: `qformer.encode_items(cf)` `[.., N, q_hidden]` ->
-      `LinearAdaptor` -> `[.., N, output_dim]` (ILM).
+      `LinearAdaptor` -> `[.., N, output_dim]` (ILM). The Q-Former's text
+      tower, which this path never runs, is frozen in place
+      (`query_path_unused_layers`; the Q-Former is shared, not copied, as
+      the LLM backbone is): it gets no gradient, so it is not trainable, and
+      a pretrained and a fresh Q-Former of one size train the same
+      parameters whatever their text vocabularies. To pretrain that
+      Q-Former again, set those layers' `trainable` back to True.
     - `encoder="mlp"`: `MLPAdaptor(cf)` -> `[.., k, output_dim]` (CoLLM).
 
     Inputs of `call`: `text_embeddings` `[B, S, H]`, `soft_token_mask` bool
@@ -31,11 +68,28 @@ class ItemSoftTokens(keras.layers.Layer):
     such mention; otherwise `call` raises a `ValueError` (also compiled, see
     `ilm_keras.utils.runtime_checks`).
 
+    User mentions (rows `>= num_items`) read a CF vector chosen by
+    `user_vectors`:
+    - `"fold_in"` (default): the user vector is folded in (iALS, item table
+      fixed, `fold_in_users`) from the items the same prompt mentions, so
+      it holds only what the prompt shows, in training and at test alike;
+      a prompt that mentions no item gives the user the zero vector.
+    - `"table"`: the user's row of the CF table (the paper's setting). A
+      table fitted on the training sequences holds every training target
+      of the user, so training prompts see their answer and test prompts
+      do not.
+
     Args:
         encoder: `"qformer"` or `"mlp"`.
         output_dim: int, the LLM hidden width.
         num_rows: int, rows of the CF table.
         cf_dim: int, CF embedding dimension.
+        num_items: int, the table's item rows (the first ones); the rest
+            are users. Defaults to `num_rows` (no users).
+        user_vectors: `"fold_in"` or `"table"` (above).
+        fold_in_regularization, fold_in_alpha: floats, the iALS
+            regularization and confidence slope of the fold-in (use the
+            values the item table was fitted with).
         qformer: a `QFormer` (for `encoder="qformer"`).
         num_mlp_tokens: int, soft tokens per item for `"mlp"`.
         mlp_hidden_multiplier: int, MLP hidden width in units of `cf_dim`.
@@ -67,11 +121,32 @@ class ItemSoftTokens(keras.layers.Layer):
         num_mlp_tokens=1,
         mlp_hidden_multiplier=10,
         cf_table_initializer="zeros",
+        num_items=None,
+        user_vectors="fold_in",
+        fold_in_regularization=1.0,
+        fold_in_alpha=1.0,
         **kwargs,
     ):
         super().__init__(**kwargs)
         if encoder not in ("qformer", "mlp"):
             raise ValueError(f"`encoder` must be 'qformer' or 'mlp', got {encoder!r}.")
+        if user_vectors not in USER_VECTORS:
+            raise ValueError(
+                f"`user_vectors` must be one of {USER_VECTORS}, got {user_vectors!r}."
+            )
+        if not fold_in_regularization > 0 or not fold_in_alpha >= 0:
+            raise ValueError(
+                "`fold_in_regularization` must be > 0 and `fold_in_alpha` >= 0; "
+                f"got {fold_in_regularization} and {fold_in_alpha}."
+            )
+        self.num_items = int(num_rows if num_items is None else num_items)
+        if not 0 < self.num_items <= int(num_rows):
+            raise ValueError(
+                f"`num_items` must be in 1..num_rows={num_rows}; got {num_items}."
+            )
+        self.user_vectors = user_vectors
+        self.fold_in_regularization = float(fold_in_regularization)
+        self.fold_in_alpha = float(fold_in_alpha)
         self.encoder = encoder
         self.output_dim = int(output_dim)
         self.num_rows = int(num_rows)
@@ -87,6 +162,8 @@ class ItemSoftTokens(keras.layers.Layer):
                     f"Q-Former reads cf_dim={qformer.cf_dim}."
                 )
             self.qformer = qformer
+            for layer in query_path_unused_layers(qformer):
+                layer.trainable = False
             self.num_soft_tokens = int(qformer.num_query_tokens)
             self.adaptor = LinearAdaptor(
                 self.output_dim, dtype=self.dtype_policy, name="adaptor"
@@ -141,9 +218,7 @@ class ItemSoftTokens(keras.layers.Layer):
             f"of `soft_token_mask` does not have {self.num_soft_tokens} soft "
             "slot(s) per mention (ids before the row's first -1).",
         )
-        # Clipped so that a bad id (already reported) cannot make NaNs.
-        rows = ops.reshape(ops.clip(entity_ids, 0, self.num_rows - 1), (-1,))
-        cf = ops.take(self.cf_table, rows, axis=0)
+        cf = ops.reshape(self.mention_vectors(entity_ids), (-1, self.cf_dim))
         soft = self.encode(cf, training=training)
         soft = ops.reshape(
             ops.cast(soft, text_embeddings.dtype),
@@ -154,6 +229,41 @@ class ItemSoftTokens(keras.layers.Layer):
         slot = ops.broadcast_to(ops.expand_dims(slot, -1), ops.shape(text_embeddings))
         gathered = ops.take_along_axis(soft, slot, axis=1)
         return ops.where(ops.expand_dims(soft_mask, -1), gathered, text_embeddings)
+
+    def mention_vectors(self, entity_ids):
+        """The CF vector each mention's soft tokens are computed from.
+
+        Items read their table row; users their row or, with
+        `user_vectors="fold_in"`, the vector folded in from the items the
+        same prompt mentions. This is everything the soft tokens can know
+        about a prompt (tests use it to check that a training prompt's
+        target is no easier to read from it than a test prompt's).
+
+        Args:
+            entity_ids: int `[B, M]`, as in `call`.
+
+        Returns:
+            float32 `[B, M, cf_dim]` (padding mentions read row 0).
+        """
+        entity_ids = ops.cast(entity_ids, "int32")
+        # Clipped so that a bad id (reported by `call`) cannot make NaNs.
+        rows = ops.clip(entity_ids, 0, self.num_rows - 1)
+        cf = ops.take(self.cf_table, rows, axis=0)
+        if self.user_vectors != "fold_in" or self.num_items == self.num_rows:
+            return cf
+        # Mentions are the ids before a row's first -1 (padding).
+        mentioned = ops.cumprod(ops.cast(entity_ids >= 0, "int32"), axis=1)
+        is_item = ops.logical_and(
+            ops.cast(mentioned, "bool"), entity_ids < self.num_items
+        )
+        users = fold_in_users(
+            self.cf_table[: self.num_items],
+            ops.where(is_item, entity_ids, -1),
+            self.fold_in_regularization,
+            self.fold_in_alpha,
+        )  # [B, d]
+        is_user = ops.expand_dims(entity_ids >= self.num_items, -1)
+        return ops.where(is_user, ops.cast(users, cf.dtype)[:, None, :], cf)
 
     def compute_output_shape(self, text_shape, *args, **kwargs):
         return text_shape
@@ -173,6 +283,10 @@ class ItemSoftTokens(keras.layers.Layer):
                 ),
                 "num_mlp_tokens": self.num_mlp_tokens,
                 "mlp_hidden_multiplier": self.mlp_hidden_multiplier,
+                "num_items": self.num_items,
+                "user_vectors": self.user_vectors,
+                "fold_in_regularization": self.fold_in_regularization,
+                "fold_in_alpha": self.fold_in_alpha,
             }
         )
         return config

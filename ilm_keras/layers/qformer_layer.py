@@ -43,6 +43,8 @@ class QFormerLayer(keras.layers.Layer):
         has_cross_attention: bool, whether query rows attend to CF tokens.
         dropout: float, dropout on attention probabilities and residuals.
         layer_norm_epsilon: float.
+        initializer_range: float, standard deviation of the truncated-normal
+            kernel initializer (BERT / BLIP-2: 0.02).
 
     Example:
     ```python
@@ -64,9 +66,11 @@ class QFormerLayer(keras.layers.Layer):
         has_cross_attention=True,
         dropout=0.0,
         layer_norm_epsilon=1e-12,
+        initializer_range=0.02,
         **kwargs,
     ):
         super().__init__(**kwargs)
+        self.initializer_range = float(initializer_range)
         self.hidden_dim = hidden_dim
         self.num_heads = num_heads
         self.intermediate_dim = intermediate_dim
@@ -81,7 +85,7 @@ class QFormerLayer(keras.layers.Layer):
                 cross=cross,
                 dropout=dropout,
                 kernel_initializer=keras.initializers.TruncatedNormal(
-                    stddev=0.02
+                    stddev=self.initializer_range
                 ),
                 dtype=self.dtype_policy,
                 name=name,
@@ -96,7 +100,7 @@ class QFormerLayer(keras.layers.Layer):
             return keras.layers.Dense(
                 units,
                 kernel_initializer=keras.initializers.TruncatedNormal(
-                    stddev=0.02
+                    stddev=self.initializer_range
                 ),
                 dtype=self.dtype_policy,
                 name=name,
@@ -201,6 +205,7 @@ class QFormerLayer(keras.layers.Layer):
                 "has_cross_attention": self.has_cross_attention,
                 "dropout": self.dropout,
                 "layer_norm_epsilon": self.layer_norm_epsilon,
+                "initializer_range": self.initializer_range,
             }
         )
         return config

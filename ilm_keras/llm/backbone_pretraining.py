@@ -18,6 +18,8 @@ import numpy as np
 from ilm_keras.models.item_language_model_preprocessor import (
     ItemLanguageModelPreprocessor,
 )
+from ilm_keras.utils.quiet import fit_verbosity
+from ilm_keras.utils.schedules import warmup_cosine
 
 
 def make_llama_backbone(
@@ -282,6 +284,7 @@ def pretrain_backbone(
     steps_per_epoch=None,
     length_bucket=16,
     length_group=50,
+    warmup_steps=0,
 ):
     """Trains `backbone` as a causal LM on (prompt, response) pairs, in place.
 
@@ -290,8 +293,9 @@ def pretrain_backbone(
 
     One `fit` of `backbone` followed by its tied/untied output projection
     (`token_embedding(x, reverse=True)`, as keras-hub's causal LMs do), with
-    AdamW, a linear decay to 0, and cross-entropy on response tokens and the
-    end token only.
+    AdamW, `warmup_steps` of linear warmup then a cosine decay to 0
+    (`ilm_keras.utils.schedules.warmup_cosine`), and cross-entropy on
+    response tokens and the end token only.
 
     Args:
         backbone: a keras-hub causal LM backbone (e.g. `make_llama_backbone`).
@@ -315,6 +319,7 @@ def pretrain_backbone(
             fewer recompilations; more padding).
         length_group: batches per length-sorted group (`PromptResponseBatches`;
             1: plain shuffled batches).
+        warmup_steps: int, steps of linear learning-rate warmup.
 
     Returns:
         The Keras `History`.
@@ -337,9 +342,7 @@ def pretrain_backbone(
     inputs = backbone.input
     logits = backbone.token_embedding(backbone(inputs), reverse=True)
     causal_lm = keras.Model(inputs, logits, name="backbone_pretraining")
-    schedule = keras.optimizers.schedules.PolynomialDecay(
-        learning_rate, decay_steps=max(1, steps * epochs), end_learning_rate=0.0
-    )
+    schedule = warmup_cosine(learning_rate, max(1, steps * epochs), warmup_steps)
     causal_lm.compile(
         optimizer=keras.optimizers.AdamW(schedule, weight_decay=0.01),
         loss=keras.losses.SparseCategoricalCrossentropy(
@@ -359,7 +362,7 @@ def pretrain_backbone(
             steps_per_epoch=steps_per_epoch,
             shuffle=False,  # the batches shuffle themselves
             callbacks=callbacks,
-            verbose=verbose,
+            verbose=fit_verbosity(verbose),
         )
     finally:
         backbone.trainable = was_trainable

@@ -25,6 +25,12 @@ PUNCTUATION = tuple(string.punctuation)
 _WORD_RE = re.compile(r"[^\W_]+|[^\w\s]|_", re.UNICODE)
 # Detokenizing joins tokens with spaces: glue `item _ 1001` back together.
 _MENTION_GLUE = r"\b(item|user) _ (\d+)"
+ITEM_INDEXINGS = ("random", "atomic")
+# Atomic indexing: `item_<id>` is written `item<id>` before WordPiece sees it,
+# one vocabulary word per item (RE2 and Python `re` read this pattern alike).
+_ATOMIC_MENTION = r"(^|[^A-Za-z0-9_])item_([A-Za-z0-9]+)"
+_ATOMIC_REWRITE_TF = r"\1item\2"
+_ATOMIC_WORD = re.compile(r"\bitem([A-Za-z0-9]+)\b")
 
 
 def _words(text):
@@ -34,7 +40,7 @@ def _words(text):
 
 @keras.saving.register_keras_serializable(package="ilm_keras")
 class OpenP5Tokenizer(keras_hub.tokenizers.WordPieceTokenizer):
-    """Word-level tokenizer for OpenP5 prompts that spells numbers by digit.
+    """Word-level tokenizer for OpenP5 prompts, with a choice of item indexing.
 
     A WordPiece tokenizer whose vocabulary is: the special tokens
     (`[PAD]` = 0, `[UNK]` = 1, `<s>` = 2, `</s>` = 3), ASCII punctuation, the
@@ -49,6 +55,17 @@ class OpenP5Tokenizer(keras_hub.tokenizers.WordPieceTokenizer):
     item trie of `ItemLanguageModel.recommend()` needs. Tokenization is the
     same whether a string is tokenized whole or cut at whitespace, so the
     piecewise tokenization of `ItemLanguageModelPreprocessor` matches it.
+
+    Item indexing (`item_indexing=`):
+    - `"random"` (the paper's OpenP5 setting): item ids spelled by digit, as
+      above. A decoder must learn each item as a combination of digit
+      choices, which it learns slowly (`benchmarks/learning_curves.py`).
+    - `"atomic"`: every catalogue item is one vocabulary entry. Before
+      WordPiece sees the text, `item_<id>` is rewritten `item<id>` (a word
+      without `_`), and `from_texts(item_ids=...)` adds the word `item<id>`
+      of every item to the vocabulary: `"item_1001"` -> `item1001` (one
+      token). A mention of an id outside the catalogue falls back to
+      WordPiece pieces. User ids are still spelled by digit.
 
     Case is kept (`lowercase=False`). A word outside the vocabulary becomes
     `[UNK]` (`count_unknown` counts them). `detokenize` joins tokens with
@@ -73,7 +90,13 @@ class OpenP5Tokenizer(keras_hub.tokenizers.WordPieceTokenizer):
     ```
     """
 
-    def __init__(self, vocabulary=None, **kwargs):
+    def __init__(self, vocabulary=None, item_indexing="random", **kwargs):
+        if item_indexing not in ITEM_INDEXINGS:
+            raise ValueError(
+                f"`item_indexing` must be one of {ITEM_INDEXINGS}, got "
+                f"{item_indexing!r}."
+            )
+        self.item_indexing = item_indexing
         self._add_special_token(PAD_TOKEN, "pad_token")
         self._add_special_token(START_TOKEN, "start_token")
         self._add_special_token(END_TOKEN, "end_token")
@@ -82,7 +105,8 @@ class OpenP5Tokenizer(keras_hub.tokenizers.WordPieceTokenizer):
         super().__init__(vocabulary=vocabulary, **kwargs)
 
     @classmethod
-    def from_texts(cls, texts=(), min_count=1, **kwargs):
+    def from_texts(cls, texts=(), min_count=1, item_ids=None,
+                   item_indexing="random", **kwargs):
         """A tokenizer whose words are the OpenP5 template words + `texts`.
 
         Args:
@@ -90,6 +114,12 @@ class OpenP5Tokenizer(keras_hub.tokenizers.WordPieceTokenizer):
                 titles, conversational responses). Numbers in them are
                 spelled by digit, so they add no vocabulary.
             min_count: int, a word of `texts` needs this many occurrences.
+            item_ids: the catalogue's item ids (e.g. `data.item_index`);
+                required by `item_indexing="atomic"`, which adds one
+                vocabulary entry per item (after every other word, in the
+                given order).
+            item_indexing: `"random"` or `"atomic"` (see the class
+                docstring).
             **kwargs: passed to the constructor.
 
         Returns:
@@ -118,7 +148,20 @@ class OpenP5Tokenizer(keras_hub.tokenizers.WordPieceTokenizer):
             for w, c in counts.items()
             if c >= min_count and w not in fixed and not any(ch.isdigit() for ch in w)
         )
-        return cls(vocabulary=fixed + words, **kwargs)
+        if item_indexing == "atomic":
+            words += _atomic_item_words(item_ids)
+        return cls(vocabulary=fixed + words, item_indexing=item_indexing,
+                   **kwargs)
+
+    def get_config(self):
+        config = super().get_config()
+        config["item_indexing"] = self.item_indexing
+        return config
+
+    def tokenize(self, inputs):
+        if self.item_indexing == "atomic":
+            inputs = _rewrite_atomic_mentions(inputs)
+        return super().tokenize(inputs)
 
     def count_unknown(self, texts):
         """Number of `[UNK]` tokens `texts` would produce (a coverage check)."""
@@ -130,10 +173,58 @@ class OpenP5Tokenizer(keras_hub.tokenizers.WordPieceTokenizer):
     def detokenize(self, inputs):
         outputs = super().detokenize(inputs)
         if tf is not None and isinstance(outputs, tf.Tensor):
-            return tf.strings.regex_replace(outputs, _MENTION_GLUE, r"\1_\2")
+            outputs = tf.strings.regex_replace(outputs, _MENTION_GLUE, r"\1_\2")
+            if self.item_indexing == "atomic":
+                outputs = tf.strings.regex_replace(
+                    outputs, r"\bitem([A-Za-z0-9]+)\b", r"item_\1"
+                )
+            return outputs
         if isinstance(outputs, (list, tuple)):
-            return [re.sub(_MENTION_GLUE, r"\1_\2", _as_str(o)) for o in outputs]
-        return re.sub(_MENTION_GLUE, r"\1_\2", _as_str(outputs))
+            return [self._glue(_as_str(o)) for o in outputs]
+        return self._glue(_as_str(outputs))
+
+    def _glue(self, text):
+        text = re.sub(_MENTION_GLUE, r"\1_\2", text)
+        if self.item_indexing == "atomic":
+            text = _ATOMIC_WORD.sub(r"item_\1", text)
+        return text
+
+
+def _atomic_item_words(item_ids):
+    """The vocabulary words `item<id>` of atomic indexing, checked."""
+    if item_ids is None:
+        raise ValueError(
+            "`item_indexing='atomic'` needs `item_ids` (one vocabulary entry "
+            "per item)."
+        )
+    words = []
+    for i in item_ids:
+        name = str(i)
+        if not re.fullmatch(r"[A-Za-z0-9]+", name):
+            raise ValueError(f"Item ids must be alphanumeric; got {name!r}.")
+        words.append("item" + name)
+    if len(set(words)) != len(words):
+        raise ValueError("`item_ids` has duplicates.")
+    if not words:
+        raise ValueError("`item_ids` is empty.")
+    return words
+
+
+def _rewrite_atomic_mentions(inputs):
+    """`item_<id>` -> `item<id>` in a string, a (nested) list or a tensor."""
+    if tf is not None and isinstance(inputs, (tf.Tensor, tf.RaggedTensor)):
+        return tf.strings.regex_replace(inputs, _ATOMIC_MENTION, _ATOMIC_REWRITE_TF)
+    if isinstance(inputs, (str, bytes)):
+        return re.sub(_ATOMIC_MENTION, r"\1item\2", _as_str(inputs))
+    if isinstance(inputs, (list, tuple)):
+        return [_rewrite_atomic_mentions(x) for x in inputs]
+    if hasattr(inputs, "dtype") and getattr(inputs, "ndim", None) is not None:
+        # NumPy string / object arrays (e.g. from `tf.numpy_function`).
+        import numpy as np
+
+        flat = [_rewrite_atomic_mentions(x) for x in np.asarray(inputs).reshape(-1)]
+        return np.asarray(flat, dtype=object).reshape(np.shape(inputs)).tolist()
+    return inputs
 
 
 def _as_str(x):

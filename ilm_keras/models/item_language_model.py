@@ -19,6 +19,7 @@ from ilm_keras.models.item_language_model_preprocessor import (
     ItemLanguageModelPreprocessor,
 )
 from ilm_keras.utils.runtime_checks import check
+from ilm_keras.utils.texts import is_single_text
 from ilm_keras.utils.texts import to_python_strings
 
 ITEM_ENCODERS = ("ilm", "ilm_rand", "mlp", "none")
@@ -138,6 +139,16 @@ class ItemLanguageModel(keras_hub.models.CausalLM):
             when the preprocessor knows users.
         num_mlp_tokens: int, soft tokens per item for `"mlp"` (k).
         mlp_hidden_multiplier: int, the MLP's hidden width in units of cf_dim.
+        user_vectors: where a user mention's CF vector comes from:
+            `"fold_in"` (default; folded in from the items the same prompt
+            mentions, with the item table fixed, so a training prompt's
+            user vector cannot hold its target) or `"table"` (the user's
+            row of `user_embeddings`, the paper's setting, which leaks the
+            training targets of a table fitted on the training sequences;
+            see `ItemSoftTokens`).
+        fold_in_regularization, fold_in_alpha: the iALS regularization and
+            confidence slope of the fold-in: those the item table was fitted
+            with (`IALS.regularization`, `IALS.alpha`).
         num_items, num_users, cf_dim: table shapes, only needed when the
             tables are not given (restoring from a config before loading
             weights).
@@ -175,6 +186,9 @@ class ItemLanguageModel(keras_hub.models.CausalLM):
         user_embeddings=None,
         num_mlp_tokens=1,
         mlp_hidden_multiplier=10,
+        user_vectors="fold_in",
+        fold_in_regularization=1.0,
+        fold_in_alpha=1.0,
         num_items=None,
         num_users=None,
         cf_dim=None,
@@ -223,6 +237,10 @@ class ItemLanguageModel(keras_hub.models.CausalLM):
                 cf_table_initializer=(
                     "zeros" if table is None else keras.initializers.Constant(table)
                 ),
+                num_items=num_items,
+                user_vectors=user_vectors,
+                fold_in_regularization=fold_in_regularization,
+                fold_in_alpha=fold_in_alpha,
                 dtype=backbone.dtype_policy,
                 name="item_soft_tokens",
             )
@@ -283,6 +301,9 @@ class ItemLanguageModel(keras_hub.models.CausalLM):
         self.num_soft_tokens = num_soft_tokens
         self.num_mlp_tokens = int(num_mlp_tokens)
         self.mlp_hidden_multiplier = int(mlp_hidden_multiplier)
+        self.user_vectors = user_vectors
+        self.fold_in_regularization = float(fold_in_regularization)
+        self.fold_in_alpha = float(fold_in_alpha)
         self.num_items = int(num_items)
         self.num_users = int(num_users)
         self.cf_dim = int(cf_dim)
@@ -650,6 +671,35 @@ class ItemLanguageModel(keras_hub.models.CausalLM):
         self._recommend_functions[key] = fn
         return fn
 
+    def _exact_recommend_function(self, k):
+        """The compiled one-step ranking of single-token items (atomic ids):
+        `log p(item token | prompt)` for every item, excluded items at
+        `-inf`, top `k`."""
+        key = ("exact", k)
+        fn = self._recommend_functions.get(key)
+        if fn is not None:
+            return fn
+        decoder = self._decoder
+
+        def exact_step(inputs):
+            padding_mask = ops.cast(inputs["padding_mask"], "bool")
+            embeddings = self.input_embeddings(inputs, training=False)
+            hidden = decoder.hidden_states(embeddings, padding_mask)
+            lengths = ops.sum(ops.cast(padding_mask, "int32"), axis=1)
+            last = ops.take_along_axis(
+                hidden, ops.reshape(lengths - 1, (-1, 1, 1)), axis=1
+            )
+            logits = ops.cast(decoder.logits(last)[:, 0, :], "float32")
+            log_probs = ops.log_softmax(logits, axis=-1)
+            scores = ops.take(log_probs, inputs["item_tokens"], axis=1)
+            scores = ops.where(inputs["alive_items"], scores, -np.inf)
+            top_scores, top_items = ops.top_k(scores, k)
+            return top_items, top_scores
+
+        fn = compile_model_function(self, exact_step)
+        self._recommend_functions[key] = fn
+        return fn
+
     def _shared_prompt_recommend_step(self, num_beams, widths):
         decoder = self._decoder
 
@@ -759,8 +809,15 @@ class ItemLanguageModel(keras_hub.models.CausalLM):
         places (bfloat16 on an H200: the same top-10 list for 37.5% of
         prompts, `benchmarks/results/recommend_throughput_gpu_h200.md`).
 
+        When every item is a single token (atomic item indexing, see
+        `ItemTrie.single_tokens`), there is nothing to search: the items are
+        ranked exactly by `log p(item token | prompt)` in one forward pass
+        (the end token that follows carries no choice and is not scored),
+        and `num_beams` is ignored.
+
         Args:
-            prompts: a string or a list of strings.
+            prompts: a string or a list of strings (`bytes` are read as
+                UTF-8 text); an empty or whitespace-only prompt raises.
             k: int, items to return per prompt.
             exclude: optional list with one list of item ids (`1001` or
                 `"item_1001"`) per prompt never to return, e.g. the user's
@@ -781,8 +838,8 @@ class ItemLanguageModel(keras_hub.models.CausalLM):
         if self.preprocessor is None:
             raise ValueError("`recommend()` needs a preprocessor.")
         prep = self.preprocessor
-        single = isinstance(prompts, str)
-        prompts = to_python_strings(prompts, "prompts")
+        single = is_single_text(prompts)  # str or bytes: one prompt
+        prompts = to_python_strings(prompts, "prompts", allow_blank=False)
         num_beams = int(num_beams or k)
         if k < 1 or num_beams < k:
             raise ValueError(
@@ -820,13 +877,20 @@ class ItemLanguageModel(keras_hub.models.CausalLM):
         chunk = min(int(batch_size), len(prompts))
         items_out = np.full((len(prompts), k), -1, dtype="int64")
         scores_out = np.full((len(prompts), k), -np.inf, dtype="float32")
-        widths = None
-        if (
-            self._shared_prompt_decoding
-            and self._decoder.supports_shared_prompt_decoding
-        ):
-            widths = tuple(trie.beam_widths(num_beams))
-        fn = self._recommend_function(num_beams, trie.max_length, widths)
+        item_tokens = trie.single_tokens()
+        if item_tokens is not None:
+            fn = self._exact_recommend_function(int(k))
+            alive_items = np.ones((len(prompts), trie.num_items), dtype=bool)
+            for b, rows in enumerate(excluded):
+                alive_items[b, rows] = False
+        else:
+            widths = None
+            if (
+                self._shared_prompt_decoding
+                and self._decoder.supports_shared_prompt_decoding
+            ):
+                widths = tuple(trie.beam_widths(num_beams))
+            fn = self._recommend_function(num_beams, trie.max_length, widths)
         for start in range(0, len(prompts), chunk):
             idx = order[start : start + chunk]
             real = len(idx)
@@ -851,11 +915,17 @@ class ItemLanguageModel(keras_hub.models.CausalLM):
                     [layouts[i][1] for i in idx], width, False, "bool"
                 ),
                 "entity_ids": entity_ids[idx],
-                "alive": alive[idx],
-                "transitions": trie.transitions,
-                "alphabet": trie.alphabet,
-                "leaf_item": trie.leaf_item,
             }
+            if item_tokens is not None:
+                inputs["item_tokens"] = item_tokens
+                inputs["alive_items"] = alive_items[idx]
+            else:
+                inputs.update(
+                    alive=alive[idx],
+                    transitions=trie.transitions,
+                    alphabet=trie.alphabet,
+                    leaf_item=trie.leaf_item,
+                )
             items, scores = fn(inputs)
             items = ops.convert_to_numpy(items)[:real, :k]
             scores = ops.convert_to_numpy(scores)[:real, :k]
@@ -887,6 +957,9 @@ class ItemLanguageModel(keras_hub.models.CausalLM):
                 ),
                 "num_mlp_tokens": self.num_mlp_tokens,
                 "mlp_hidden_multiplier": self.mlp_hidden_multiplier,
+                "user_vectors": self.user_vectors,
+                "fold_in_regularization": self.fold_in_regularization,
+                "fold_in_alpha": self.fold_in_alpha,
                 "num_items": self.num_items,
                 "num_users": self.num_users,
                 "cf_dim": self.cf_dim,

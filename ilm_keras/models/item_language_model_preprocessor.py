@@ -125,7 +125,9 @@ class ItemLanguageModelPreprocessor(keras_hub.models.Preprocessor):
         super().__init__(**kwargs)
         self.tokenizer = tokenizer
         self.item_ids = self._check_ids(item_ids, "item_ids")
-        self.user_ids = self._check_ids(user_ids or [], "user_ids")
+        self.user_ids = self._check_ids(
+            [] if user_ids is None else user_ids, "user_ids"
+        )
         if not item_prefix or not user_prefix or item_prefix == user_prefix:
             raise ValueError(
                 "`item_prefix` and `user_prefix` must be distinct, non-empty "

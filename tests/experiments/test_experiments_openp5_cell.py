@@ -43,7 +43,10 @@ def test_cells_share_phases_and_resume(tmp_path):
     assert any("loaded" in line and "cf.npz" in line for line in logs)
     assert any("loaded" in line and "llm_backbone.keras" in line for line in logs)
     assert [s["epoch"] for s in mlp["valid_per_epoch"]] == [0, 1]
-    assert mlp["cf_dot_product"] == none["cf_dot_product"]
+    assert mlp["references"] == none["references"]
+    assert set(none["references"]["test"]) == {"popularity", "iALS", "random"}
+    for metrics in none["references"]["test"].values():
+        assert metrics["num_users"] == 4  # the LLM rows' users
 
     # A finished cell is read back, not rerun.
     logs.clear()

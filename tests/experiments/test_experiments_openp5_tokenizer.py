@@ -75,3 +75,57 @@ def test_config_and_assets_round_trip(tokenizer, tmp_path):
 def test_bad_text_raises():
     with pytest.raises(TypeError, match=r"texts\[1\]"):
         OpenP5Tokenizer.from_texts(["fine", 3])
+
+
+@pytest.fixture(scope="module")
+def atomic():
+    return OpenP5Tokenizer.from_texts(
+        ["Galaxy Hidden (1984)."], item_ids=[1001, 1002, 1003],
+        item_indexing="atomic",
+    )
+
+
+def test_atomic_items_are_one_token_each(atomic):
+    assert _tokens(atomic, "item_1002") == ["item1002"]
+    text = "user_12 went through item_1001 , item_1003. Recommend one item."
+    assert _tokens(atomic, text) == [
+        "user", "_", "1", "##2", "went", "through", "item1001", ",",
+        "item1003", ".", "Recommend", "one", "item", ".",
+    ]
+    # Distinct ids, all past the other words, one per catalogue item.
+    ids = [int(np.asarray(atomic(f"item_{i}"))[0]) for i in (1001, 1002, 1003)]
+    assert ids == list(range(atomic.vocabulary_size() - 3, atomic.vocabulary_size()))
+    # An id outside the catalogue is not an item token.
+    assert "item1999" not in _tokens(atomic, "item_1999")
+
+
+def test_atomic_piecewise_tokenization_and_detokenize(atomic):
+    text = "user_12 went through item_1001 , item_1003. Recommend one item."
+    cut = [0, 7, 32, 42, len(text)]
+    pieces = [text[a:b] for a, b in zip(cut[:-1], cut[1:])]
+    joined = [t for p in pieces for t in np.asarray(atomic(p)).tolist()]
+    assert joined == np.asarray(atomic(text)).tolist()
+    out = atomic.detokenize(atomic(["item_1001 , item_1002", "user_7 : item_1003"]))
+    out = [o.decode() if isinstance(o, bytes) else str(o) for o in np.asarray(out)]
+    assert out == ["item_1001 , item_1002", "user_7 : item_1003"]
+
+
+def test_atomic_config_round_trip(atomic, tmp_path):
+    atomic.save_assets(str(tmp_path))
+    restored = OpenP5Tokenizer.from_config(atomic.get_config())
+    restored.load_assets(str(tmp_path))
+    assert restored.item_indexing == "atomic"
+    assert np.asarray(restored("item_1003 .")).tolist() == np.asarray(
+        atomic("item_1003 .")
+    ).tolist()
+
+
+def test_atomic_indexing_errors():
+    with pytest.raises(ValueError, match="needs `item_ids`"):
+        OpenP5Tokenizer.from_texts([], item_indexing="atomic")
+    with pytest.raises(ValueError, match="alphanumeric"):
+        OpenP5Tokenizer.from_texts([], item_ids=["a_b"], item_indexing="atomic")
+    with pytest.raises(ValueError, match="duplicates"):
+        OpenP5Tokenizer.from_texts([], item_ids=[5, 5], item_indexing="atomic")
+    with pytest.raises(ValueError, match="item_indexing"):
+        OpenP5Tokenizer.from_texts([], item_indexing="semantic")

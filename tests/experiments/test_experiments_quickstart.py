@@ -8,8 +8,8 @@ from ilm_keras.experiments import run_synthetic
 from ilm_keras.experiments.synthetic import SMALL_DATA
 
 
-def test_quickstart_pipeline_small():
-    config = quickstart_config(small=True)
+def test_quickstart_pipeline_small(seed):
+    config = quickstart_config(small=True, seed=seed)
     results = run_synthetic(config, log=lambda *a: None, **SMALL_DATA)
 
     assert set(results["metrics"]) == {"none", "ilm"}
@@ -26,11 +26,16 @@ def test_quickstart_pipeline_small():
     assert re.fullmatch(r"What is item_\d+ about\?", chat["prompt"])
     assert isinstance(chat["reply"], str) and chat["reply"].strip()
 
-    # Things that fail if pretraining did not work: the LLM loss fell, and
-    # the frozen backbone alone (OpenP5-R), decoding freely (no trie), answers
-    # a recommendation prompt with a well-formed item name.
+    # Things that fail if pretraining did not work: the LLM loss fell to
+    # half its first epoch's or less (that epoch starts near chance,
+    # log(vocabulary size); over ILM_TEST_SEED=0..4 on both backends the
+    # last epoch's was at most 0.34 of the first's), and the frozen
+    # backbone alone (OpenP5-R), decoding freely (no trie), answers a
+    # recommendation prompt with a well-formed item name (all 10 runs).
     losses = results["llm_loss"]
-    assert losses[-1] < losses[0]
+    print(f"LEARNING quickstart llm_loss={losses} "
+          f"ratio={losses[-1] / losses[0]:.3f}")
+    assert losses[-1] < 0.5 * losses[0], losses
     split = results["split"]
     prompt, _ = ild.evaluation_prompts(split, "test", "sequential", 0)[0]
     model = results["models"]["none"]

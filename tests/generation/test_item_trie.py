@@ -72,3 +72,12 @@ def test_beam_widths_bound_the_beams_per_depth():
     # A shared prefix keeps a single beam.
     trie = ItemTrie([[4, 4, 1, 2], [4, 4, 3, 2]])
     assert trie.beam_widths(5) == [1, 1, 1, 2, 2]
+
+
+def test_single_tokens_only_for_one_token_items():
+    np.testing.assert_array_equal(
+        ItemTrie([[7, 2], [5, 2], [9, 2]]).single_tokens(), [7, 5, 9]
+    )
+    np.testing.assert_array_equal(ItemTrie([[7], [5]]).single_tokens(), [7, 5])
+    assert ItemTrie([[5, 7, 2], [5, 8, 2]]).single_tokens() is None
+    assert ItemTrie([[7, 2], [5, 3]]).single_tokens() is None  # ends differ

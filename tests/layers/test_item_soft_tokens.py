@@ -79,3 +79,83 @@ def test_inputs_that_disagree_raise_inside_a_compiled_function():
     keras.ops.convert_to_numpy(fn(one_row([1, 2], [3, -1])))  # agreeing inputs
     with pytest.raises(Exception, match=MISMATCH):
         keras.ops.convert_to_numpy(fn(one_row([1, 2], [5, -1])))
+
+
+# ----------------------------------------------------------------------
+# Phase 2 trains exactly the variables it uses.
+# ----------------------------------------------------------------------
+ITEMS = ["1001", "1002", "1003", "1004"]
+USERS = ["1", "2"]
+QFORMER = dict(cf_dim=6, num_layers=2, hidden_dim=16, num_heads=2,
+               intermediate_dim=32, num_query_tokens=2, max_text_length=8,
+               num_cf_tokens=2, dropout=0.0)
+
+
+def tiny_ilm(item_encoder, qformer):
+    from ilm_keras.llm import OpenP5Tokenizer
+    from ilm_keras.llm import make_llama_backbone
+    from ilm_keras.models.item_language_model import ItemLanguageModel
+    from ilm_keras.models.item_language_model_preprocessor import (
+        ItemLanguageModelPreprocessor,
+    )
+
+    tokenizer = OpenP5Tokenizer.from_texts(["watched"])
+    backbone = make_llama_backbone(
+        tokenizer.vocabulary_size(), num_layers=1, hidden_dim=16, num_heads=2
+    )
+    preprocessor = ItemLanguageModelPreprocessor(
+        tokenizer, ITEMS, USERS, sequence_length=32, max_mentions=3
+    )
+    rng = np.random.default_rng(0)
+    return ItemLanguageModel(
+        backbone,
+        preprocessor,
+        item_encoder=item_encoder,
+        qformer=qformer,
+        item_embeddings=rng.normal(size=(len(ITEMS), 6)).astype("float32"),
+        user_embeddings=rng.normal(size=(len(USERS), 6)).astype("float32"),
+    )
+
+
+def test_phase2_trains_exactly_the_variables_that_get_gradients():
+    import warnings
+
+    from ilm_keras.models.qformer import QFormer
+
+    model = tiny_ilm("ilm", QFormer(vocabulary_size=50, **QFORMER))
+    qformer = model.item_soft_tokens.qformer
+    assert not qformer.token_embedding.trainable
+    assert all(not block.text_ffn_in.trainable
+               for block in qformer.transformer_layers)
+    trainable = {v.path: keras.ops.convert_to_numpy(v).copy()
+                 for v in model.trainable_variables}
+    frozen = {v.path: keras.ops.convert_to_numpy(v).copy()
+              for v in model.non_trainable_variables}
+    model.compile(optimizer=keras.optimizers.Adam(1e-2))
+    train = {"prompts": ["user_1 watched item_1001 , item_1002",
+                         "user_2 watched item_1003"],
+             "responses": ["item_1003", "item_1004"]}
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model.fit(train, batch_size=2, epochs=1, verbose=0)
+    # TensorFlow warns about a trainable variable without a gradient.
+    assert not [w for w in caught if "Gradients do not exist" in str(w.message)]
+    # JAX gives it a zero gradient: Adam then leaves it unchanged. Every
+    # trainable variable must move after one step, every other one stay.
+    after = {v.path: keras.ops.convert_to_numpy(v) for v in model.variables}
+    unchanged = [p for p, v in trainable.items() if np.array_equal(v, after[p])]
+    assert not unchanged, f"trainable without gradient: {unchanged}"
+    moved = [p for p, v in frozen.items() if not np.array_equal(v, after[p])]
+    assert not moved, f"non-trainable but updated: {moved}"
+
+
+def test_pretrained_and_fresh_qformers_train_as_many_parameters():
+    from ilm_keras.models.qformer import QFormer
+
+    def trainable_count(model):
+        return sum(int(np.prod(v.shape)) for v in model.trainable_variables)
+
+    # Different text vocabularies: only the (unused) text tower differs.
+    ilm = tiny_ilm("ilm", QFormer(vocabulary_size=50, **QFORMER))
+    ilm_rand = tiny_ilm("ilm_rand", dict(QFORMER, vocabulary_size=500))
+    assert trainable_count(ilm) == trainable_count(ilm_rand) > 0

@@ -204,14 +204,17 @@ def test_none_variant_is_the_llm_on_plain_text(backbones, tokenizer):
     np.testing.assert_array_equal(to_np(model(x)), to_np(stock(x)))
 
 
-def test_soft_tokens_sit_right_after_their_mention(mlp_models):
-    model = mlp_models["llama"]
+@pytest.mark.parametrize("user_vectors", ["table", "fold_in"])
+def test_soft_tokens_sit_right_after_their_mention(backbones, tokenizer, user_vectors):
+    keras.utils.set_random_seed(2)
+    model = make_model(backbones["llama"], tokenizer, user_vectors=user_vectors)
     prep = model.preprocessor
     x = prep.generate_preprocess([PROMPTS[0]], sequence_length=32)
     ids, soft = x["token_ids"][0], x["soft_token_mask"][0]
     # "item_1001" is the second item mention: its soft slots come after its
     # last text token "1".
     slots = np.nonzero(soft)[0]
+    user_slots = slots[: model.num_soft_tokens]
     second = slots[2 * model.num_soft_tokens :][: model.num_soft_tokens]
     mention = list(prep.tokenizer(" item_1001"))
     assert list(ids[second[0] - len(mention) : second[0]]) == mention
@@ -226,13 +229,14 @@ def test_soft_tokens_sit_right_after_their_mention(mlp_models):
     items = items.copy()
     items[ITEM_IDS.index("1001")] += 1.0
     model.set_cf_tables(items, users)
-    try:
-        after = logits_of(model, x)
-    finally:
-        model.set_cf_tables(*make_tables())
-    # Causal: positions before the item's first soft slot are untouched.
-    np.testing.assert_array_equal(before[0, : second[0]], after[0, : second[0]])
-    assert np.abs(before[0, second[0] :] - after[0, second[0] :]).max() > 1e-4
+    after = logits_of(model, x)
+    # Causal: positions before the first soft slot that reads item_1001's
+    # row are untouched. With the table, that is the item's own first slot;
+    # with fold-in, the user's (folded in from every item of the prompt,
+    # item_1001 included), which comes first.
+    first = second[0] if user_vectors == "table" else user_slots[0]
+    np.testing.assert_array_equal(before[0, :first], after[0, :first])
+    assert np.abs(before[0, first] - after[0, first]).max() > 1e-4
 
 
 # ----------------------------------------------------------------------
@@ -365,6 +369,55 @@ def test_recommend_single_prompt_batching_and_prefix(mlp_models):
     trie = model.item_trie(response_prefix="next ")
     prefix = model.preprocessor.tokenizer("next ")
     assert all(s[: len(prefix)] == list(prefix) for s in trie.sequences)
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2"])
+def test_atomic_items_rank_exactly_in_one_step(arch):
+    """Atomic indexing: one token per item, so `recommend()` ranks every item
+    exactly by log p(item token | prompt), whatever `num_beams`."""
+    from ilm_keras.llm.openp5_tokenizer import OpenP5Tokenizer
+
+    tokenizer = OpenP5Tokenizer.from_texts(
+        ["watched then next"], item_ids=ITEM_IDS, item_indexing="atomic"
+    )
+    keras.utils.set_random_seed(3)
+    common = dict(vocabulary_size=tokenizer.vocabulary_size(), num_layers=1,
+                  hidden_dim=16, intermediate_dim=32, dropout=0.0)
+    if arch == "llama":
+        backbone = keras_hub.models.LlamaBackbone(
+            num_query_heads=2, num_key_value_heads=1, **common)
+    else:
+        backbone = keras_hub.models.GPT2Backbone(
+            num_heads=2, max_sequence_length=64, **common)
+    preprocessor = ItemLanguageModelPreprocessor(
+        tokenizer, item_ids=ITEM_IDS, user_ids=USER_IDS, sequence_length=48,
+        max_mentions=4,
+    )
+    items_table, users_table = make_tables()
+    model = ItemLanguageModel(
+        backbone, preprocessor, item_encoder="mlp", item_embeddings=items_table,
+        user_embeddings=users_table, num_mlp_tokens=2,
+        fold_in_regularization=1.0, fold_in_alpha=2.0,
+    )
+    assert model.item_trie().single_tokens() is not None
+    x = preprocessor.generate_preprocess(PROMPTS, sequence_length=48)
+    last = x["padding_mask"].sum(axis=1) - 1
+    logits = logits_of(model, x).astype("float64")[np.arange(len(PROMPTS)), last]
+    log_probs = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+    item_tokens = [int(np.asarray(tokenizer(f"item_{i}"))[0]) for i in ITEM_IDS]
+    expected = log_probs[:, item_tokens]
+    exclude = [["7", "item_1001"], [], ["42", "5", "99"], []]
+    k = len(ITEM_IDS) - 3
+    for num_beams in (k, 10):
+        items, scores = model.recommend(
+            PROMPTS, k=k, exclude=exclude, num_beams=num_beams
+        )
+        for b in range(len(PROMPTS)):
+            banned = {e.replace("item_", "") for e in exclude[b]}
+            allowed = [i for i in range(len(ITEM_IDS)) if ITEM_IDS[i] not in banned]
+            ranked = sorted(allowed, key=lambda i: -expected[b, i])[:k]
+            assert list(items[b]) == [ITEM_IDS[i] for i in ranked]
+            np.testing.assert_allclose(scores[b], expected[b, ranked], atol=1e-4)
 
 
 # ----------------------------------------------------------------------

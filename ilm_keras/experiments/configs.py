@@ -1,0 +1,187 @@
+"""Named pipeline configurations: the one place experiment settings live.
+
+Examples, benchmarks and the command line (`python -m ilm_keras.experiments`)
+start from one of these and override single fields (`--set seed=1`), so no
+script keeps a copy of the settings that could drift.
+
+- `quickstart`: every phase on the built-in synthetic data in a few minutes
+  on a laptop CPU (`examples/quickstart.py`).
+- `quickstart_small`: the same pipeline at test size (about a minute).
+- `openp5_cpu`: one OpenP5 cell (ML100K, Beauty) sized for a 2-core CPU
+  within an hour per seed (`benchmarks/openp5_table.py`), with the settings
+  that learn at that budget: atomic item ids, leak-free user vectors, a
+  warmup + cosine schedule (chosen on validation,
+  `benchmarks/learning_curves.py`).
+- `paper`: the ILM paper's OpenP5 setting as far as it is specified (8-layer
+  Q-Former and decoder, random item indexing, the user's CF table row,
+  history of 20): for accelerators; a 2-core CPU cannot train it.
+"""
+
+import dataclasses
+import typing
+
+from absl import flags
+
+from ilm_keras.experiments.pipeline import PipelineConfig
+
+
+def _quickstart():
+    return PipelineConfig(
+        max_history=10, cf_dim=32, qformer_layers=2, qformer_hidden=64,
+        qformer_heads=4, num_query_tokens=4, num_cf_tokens=4,
+        phase1_epochs=10, phase1_batch_size=32, llm_layers=2, llm_hidden=64,
+        llm_heads=4, llm_epochs=12, llm_learning_rate=3e-3,
+        templates_per_example=1, describe_items=True,
+        phase2_epochs=3, phase2_learning_rate=1e-3,
+        num_beams=10, verbose=1,
+    )
+
+
+# The quickstart's synthetic data sizes (`run_synthetic` keyword arguments).
+QUICKSTART_DATA = dict(num_users=300, num_items=60, num_clusters=6,
+                       interactions_per_user=12)
+QUICKSTART_SMALL_DATA = dict(num_users=60, num_items=24, num_clusters=3,
+                             interactions_per_user=8)
+
+
+def _quickstart_small():
+    return PipelineConfig(
+        max_history=5, cf_dim=16, qformer_layers=1, qformer_hidden=32,
+        qformer_heads=2, num_query_tokens=2, num_cf_tokens=2,
+        phase1_losses="it", phase1_epochs=1, phase1_batch_size=8,
+        llm_layers=1, llm_hidden=32, llm_heads=2, llm_epochs=8,
+        llm_batch_size=64, llm_learning_rate=1e-2, templates_per_example=1,
+        describe_items=True, phase2_epochs=1, phase2_batch_size=64,
+        max_eval_users=16, length_bucket=64, num_beams=10, verbose=0,
+        # A few optimizer steps per phase here: no warmup (a warmup longer
+        # than the run would only lower the learning rate).
+        llm_warmup_steps=0, phase2_warmup_steps=0,
+    )
+
+
+def _openp5_cpu():
+    return PipelineConfig(
+        max_history=20, cf_dim=64, cf_regularization=50.0, cf_alpha=10.0,
+        qformer_layers=2, qformer_hidden=64, qformer_heads=4,
+        num_query_tokens=4, num_cf_tokens=4, phase1_losses="it_ui",
+        phase1_epochs=5, phase1_steps_per_epoch=150,
+        llm_layers=2, llm_hidden=64, llm_heads=4, llm_epochs=6,
+        llm_steps_per_epoch=1000, llm_batch_size=64, llm_learning_rate=2e-3,
+        llm_warmup_steps=100, templates_per_example=1,
+        phase2_epochs=4, phase2_steps_per_epoch=250, phase2_batch_size=32,
+        phase2_learning_rate=1e-3, phase2_warmup_steps=50,
+        item_indexing="atomic", user_vectors="fold_in",
+        max_valid_users=None, verbose=2,
+    )
+
+
+def _paper():
+    return PipelineConfig(
+        max_history=20, cf_dim=64, qformer_layers=8, qformer_hidden=768,
+        qformer_heads=12, num_query_tokens=32, num_cf_tokens=8,
+        phase1_losses="it_ui", phase1_batch_size=256,
+        phase1_learning_rate=3e-5, qformer_initializer_range=0.02,
+        llm_layers=8, llm_hidden=512, llm_heads=8, templates_per_example=3,
+        item_indexing="random",
+        user_vectors="table", phase2_learning_rate=5e-4, verbose=1,
+    )
+
+
+NAMED_CONFIGS = {
+    "quickstart": _quickstart,
+    "quickstart_small": _quickstart_small,
+    "openp5_cpu": _openp5_cpu,
+    "paper": _paper,
+}
+
+
+def get_config(name, **overrides):
+    """A named `PipelineConfig`, with some fields replaced.
+
+    Args:
+        name: one of `NAMED_CONFIGS` (`"quickstart"`, `"quickstart_small"`,
+            `"openp5_cpu"`, `"paper"`).
+        **overrides: fields to replace, e.g. `seed=1`.
+
+    Returns:
+        A `PipelineConfig`.
+
+    Example:
+    ```python
+    config = get_config("openp5_cpu", seed=2, max_eval_users=100)
+    ```
+    """
+    if name not in NAMED_CONFIGS:
+        raise ValueError(
+            f"Unknown config {name!r}; choose from {sorted(NAMED_CONFIGS)}."
+        )
+    config = NAMED_CONFIGS[name]()
+    fields = {f.name for f in dataclasses.fields(PipelineConfig)}
+    unknown = sorted(set(overrides) - fields)
+    if unknown:
+        raise ValueError(
+            f"Unknown PipelineConfig field(s) {unknown}; fields are "
+            f"{sorted(fields)}."
+        )
+    return dataclasses.replace(config, **overrides)
+
+
+def parse_overrides(assignments):
+    """`["seed=1", "item_indexing=random"]` -> `{"seed": 1, ...}`, each
+    value converted to its `PipelineConfig` field's type (`none` for None).
+
+    Raises:
+        ValueError: an assignment without `=`, an unknown field, or a value
+            that is not of the field's type.
+    """
+    types = typing.get_type_hints(PipelineConfig)
+    out = {}
+    for assignment in assignments or ():
+        if "=" not in assignment:
+            raise ValueError(f"Expected FIELD=VALUE, got {assignment!r}.")
+        name, text = (part.strip() for part in assignment.split("=", 1))
+        if name not in types:
+            raise ValueError(
+                f"Unknown PipelineConfig field {name!r} in {assignment!r}."
+            )
+        kind = types[name]
+        if text.lower() == "none":
+            out[name] = None
+        elif kind is bool:
+            if text.lower() not in ("true", "false", "1", "0"):
+                raise ValueError(f"{name} takes true/false, got {text!r}.")
+            out[name] = text.lower() in ("true", "1")
+        else:
+            try:
+                out[name] = kind(text)
+            except ValueError:
+                raise ValueError(
+                    f"{name} takes a {kind.__name__}, got {text!r}."
+                ) from None
+    return out
+
+
+def define_config_flags(default, flag_values=None):
+    """The flags every entry point shares: `--config NAME` (default
+    `default`) and `--set FIELD=VALUE` (repeatable). Read them back with
+    `config_from_flags`. Call once, at import time of the script.
+
+    Args:
+        default: the named config a script runs without `--config`.
+        flag_values: an absl `FlagValues` (default: `absl.flags.FLAGS`).
+    """
+    flag_values = flags.FLAGS if flag_values is None else flag_values
+    flags.DEFINE_enum("config", default, sorted(NAMED_CONFIGS),
+                      "Named pipeline config (ilm_keras.experiments.configs).",
+                      flag_values=flag_values)
+    flags.DEFINE_multi_string(
+        "set", [], "Replace one config field, FIELD=VALUE (repeatable), "
+        "e.g. --set seed=1 --set item_indexing=random.",
+        flag_values=flag_values)
+
+
+def config_from_flags(flag_values=None, **changes):
+    """The `PipelineConfig` that `--config` and `--set` name, with
+    `changes` applied first (a script's own settings; `--set` wins)."""
+    values = flags.FLAGS if flag_values is None else flag_values
+    return get_config(values.config, **{**changes, **parse_overrides(values.set)})
