@@ -1,12 +1,15 @@
-"""The README's main job (`examples/quickstart.py`) on each Keras backend.
+"""The README's main job (`examples/quickstart.py`) per Keras backend and seed.
 
-Runs the quickstart as a user does, one fresh process per backend
-(`KERAS_BACKEND` set, the script's `--output` JSON), and writes its wall time
-(process start to exit, imports included), the seconds of each phase, the
-test HR@10 / NDCG@10 of every method and the conversational reply to one
-markdown file with the command, machine, versions and code.
+Runs the quickstart as a user does, one fresh process per backend and seed
+(`KERAS_BACKEND` set, `--set seed=<n>`, the script's `--output` JSON), and
+writes to one markdown file: the wall time (process start to exit, imports
+included) and each phase's seconds, the test HR@10 / NDCG@10 of every method
+per seed with the mean ± standard error over seeds, whether ILM beat OpenP5-R
+and the random ranking on every seed, the share of 50 items that "What is
+item_<id> about?" describes with the right genres, and one reply per run;
+with the command, machine, versions and code.
 
-    python benchmarks/quickstart_backends.py
+    python benchmarks/quickstart_backends.py --seeds 0,1,2
 """
 
 import json
@@ -20,22 +23,24 @@ from absl import app
 from absl import flags
 
 import report
+from seed_stats import mean_and_se
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("backends", ["tensorflow", "jax"], "Keras backends, in order.")
-flags.DEFINE_integer("seed", 0, "The quickstart's --seed.")
+flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds (`--set seed=<n>`).")
 flags.DEFINE_bool("small", False, "Pass --small (a smoke run).")
 flags.DEFINE_string("output", "benchmarks/results/quickstart.md",
                     "Markdown results file.")
 
-METHODS = (("random", "random ranking"), ("cf_dot_product", "iALS dot product"))
+REFERENCES = (("random", "random ranking (expected)"),
+              ("cf_dot_product", "iALS dot product"))
 
 
-def run_quickstart(backend, path):
+def run_quickstart(backend, seed, path):
     """Runs the quickstart on `backend`; returns (wall seconds, its JSON)."""
     command = [sys.executable, os.path.join(report.REPO, "examples",
                                             "quickstart.py"),
-               f"--seed={FLAGS.seed}", f"--output={path}"]
+               f"--set=seed={seed}", f"--output={path}"]
     if FLAGS.small:
         command.append("--small")
     env = dict(os.environ, KERAS_BACKEND=backend, PYTHONPATH=os.pathsep.join(
@@ -47,56 +52,105 @@ def run_quickstart(backend, path):
         return seconds, json.load(f)
 
 
+def variant_name(variant):
+    return f"{'OpenP5-R' if variant == 'none' else variant.upper()} ({variant})"
+
+
+def metric(result, key):
+    return result[key] if key in result else result["metrics"][key]
+
+
 def main(argv):
     del argv
-    runs = {}
+    runs = {}  # (backend, seed) -> (seconds, results)
     with tempfile.TemporaryDirectory() as folder:
         for backend in FLAGS.backends:
-            runs[backend] = run_quickstart(
-                backend, os.path.join(folder, f"{backend}.json"))
+            for seed in FLAGS.seeds:
+                runs[backend, seed] = run_quickstart(
+                    backend, seed, os.path.join(folder, f"{backend}_{seed}.json"))
     load = os.getloadavg()
+    first = next(iter(runs.values()))[1]
+    phases = list(first["seconds"])
+    small = " --small" if FLAGS.small else ""
     lines = [
-        "# The quickstart (README main job) per Keras backend",
+        "# The quickstart (README main job) per Keras backend and seed",
         "",
-        "Command: `python " + " ".join(sys.argv) + "` (each backend in a "
-        "fresh process: `KERAS_BACKEND=<backend> python examples/quickstart.py"
-        f" --seed={FLAGS.seed}{' --small' if FLAGS.small else ''}`)",
+        "Command: `python " + " ".join(sys.argv) + "` (each run a fresh "
+        "process: `KERAS_BACKEND=<backend> python examples/quickstart.py"
+        f" --set seed=<seed>{small}`)",
         "",
-        f"Machine: {os.cpu_count()} CPUs, load average at the end "
+        f"Machine: {report.cpu_description()}, load average at the end "
         f"{', '.join(f'{x:.1f}' for x in load)}; {report.library_versions()};"
         f" code {report.code_revision()}",
+        "",
+        "Config: `" + json.dumps(first["config"], sort_keys=True) + "`",
+        "",
+        "## Time",
         "",
         "Wall time is the whole process (imports included); the phases are "
         "the quickstart's own clocks.",
         "",
-        "| backend | wall s | " + " | ".join(
-            f"{k} s" for k in next(iter(runs.values()))[1]["seconds"]) + " |",
-        "|---|---|" + "---|" * len(next(iter(runs.values()))[1]["seconds"]),
+        "| backend | seed | wall s | " + " | ".join(f"{k} s" for k in phases)
+        + " |",
+        "|---|---|---|" + "---|" * len(phases),
     ]
-    for backend, (seconds, result) in runs.items():
-        lines.append(f"| {backend} | {seconds:.0f} | " + " | ".join(
-            f"{v:.0f}" for v in result["seconds"].values()) + " |")
-    lines += ["", "Test, sequential task, seen template 0, history items "
-              "excluded; HR@10 / NDCG@10:", "",
-              "| method | " + " | ".join(runs) + " |",
-              "|---|" + "---|" * len(runs)]
-    first = next(iter(runs.values()))[1]
-    rows = [(key, name) for key, name in METHODS] + [
-        (variant, f"{'OpenP5-R' if variant == 'none' else variant.upper()} "
-         f"({variant})") for variant in first["metrics"]]
+    for (backend, seed), (seconds, result) in runs.items():
+        lines.append(f"| {backend} | {seed} | {seconds:.0f} | " + " | ".join(
+            f"{result['seconds'].get(k, 0):.0f}" for k in phases) + " |")
 
-    def metrics(result, key):
-        return result[key] if key in result else result["metrics"][key]
+    rows = list(REFERENCES) + [(v, variant_name(v)) for v in first["metrics"]]
+    lines += ["", "## Recommendation", "",
+              "Test users, sequential task, seen template 0, every item the "
+              "user saw before the target excluded from the ranking (the same "
+              "rule and users for every row); HR@10 per seed, then mean ± "
+              "standard error over seeds (NDCG@10 in brackets).", ""]
+    for backend in FLAGS.backends:
+        lines += [f"### {backend}", "",
+                  "| method | " + " | ".join(f"seed {s}" for s in FLAGS.seeds)
+                  + " | mean ± se HR@10 | mean NDCG@10 |",
+                  "|---|" + "---|" * (len(FLAGS.seeds) + 2)]
+        for key, name in rows:
+            cells = [metric(runs[backend, s][1], key) for s in FLAGS.seeds]
+            hr_mean, hr_se = mean_and_se([m["HR@10"] for m in cells])
+            ndcg_mean, _ = mean_and_se([m["NDCG@10"] for m in cells])
+            lines.append(f"| {name} | " + " | ".join(
+                f"{m['HR@10']:.3f}" for m in cells)
+                + f" | {hr_mean:.3f} ± {hr_se:.3f} | {ndcg_mean:.3f} |")
+        lines.append("")
+        if "ilm" in first["metrics"]:
+            for other, label in (("none", "OpenP5-R"), ("random", "random")):
+                wins = [metric(runs[backend, s][1], "ilm")["HR@10"]
+                        > metric(runs[backend, s][1], other)["HR@10"]
+                        for s in FLAGS.seeds]
+                lines.append(f"- ILM above {label} in HR@10 on {sum(wins)} of "
+                             f"{len(wins)} seeds.")
+            lines.append("")
 
-    for key, name in rows:
-        cells = [metrics(result, key) for _, result in runs.values()]
-        lines.append(f"| {name} | " + " | ".join(
-            f"{m['HR@10']:.3f} / {m['NDCG@10']:.3f}" for m in cells) + " |")
-    lines += ["", "Conversation (prompt, reply, the item's text):", ""]
-    for backend, (_, result) in runs.items():
+    lines += ["## Describing items", "",
+              "\"What is item_<id> about?\" for the first items of the "
+              "catalogue (greedy decoding); the share whose reply names "
+              "exactly the item's two genres:", "",
+              "| backend | seed | " + " | ".join(
+                  variant_name(v) for v in first["describe"]) + " |",
+              "|---|---|" + "---|" * len(first["describe"])]
+    for (backend, seed), (_, result) in runs.items():
+        lines.append(f"| {backend} | {seed} | " + " | ".join(
+            f"{d['genres_correct']:.2f} of {d['items']}"
+            for d in result["describe"].values()) + " |")
+    lines += ["", "One exchange per run (prompt, reply, the item's text):", ""]
+    for (backend, seed), (_, result) in runs.items():
         chat = result["conversation"]
-        lines.append(f"- {backend}: \"{chat['prompt']}\" -> "
+        lines.append(f"- {backend}, seed {seed}: \"{chat['prompt']}\" -> "
                      f"\"{chat['reply']}\" (item text: \"{chat['reference']}\")")
+    lines += [
+        "", "## Reproducing these numbers", "",
+        "Same code, seed, library versions and CPU: bit-identical (tested "
+        "by `tests/experiments/test_experiments_determinism.py`). Another "
+        "CPU need not be: oneDNN and XLA:CPU choose kernels by instruction "
+        "set and split sums by core count, so weights differ in the last "
+        "bits from the first steps and training drifts from there "
+        "(`ilm_keras/utils/determinism.py`); compare over seeds.",
+    ]
     report.write_report(lines, FLAGS.output)
 
 

@@ -1,7 +1,14 @@
 """One cell of the paper's Tables 3-4: an ILM variant on an OpenP5 dataset.
 
-    python examples/openp5.py --dataset ML100K --variant ilm --losses it_ui \
+    python examples/openp5.py --dataset ML100K --variant ilm \
         --output_dir runs/ml100k_ilm_seed0
+
+Settings come from a named config (`--config`, default `openp5_cpu`, in
+`ilm_keras/experiments/configs.py`); replace single fields with `--set`,
+e.g. `--set seed=1 --set phase1_losses=all`. The dataset decides the
+exclusion rule, the user sample and the phase-1 losses
+(`ilm_keras.experiments.openp5.dataset_config`), as in
+`benchmarks/openp5_table.py`.
 
 Pipeline (paper §4.4): iALS CF embeddings -> phase 1 (Q-Former, for `ilm`) ->
 a Llama decoder pretrained on the text-only OpenP5 prompts, then frozen ->
@@ -21,73 +28,36 @@ item texts (for phase 1) come from `--item_texts_from` (default
 item-text pairs) stops with an error naming that; run `ilm_rand`, `mlp`, `none`.
 """
 
+from ilm_keras.utils.quiet import fit_verbosity
+from ilm_keras.utils.quiet import quiet_backend_logs
+
+quiet_backend_logs()  # before TensorFlow/JAX are imported
+
+import dataclasses
 import os
 
 from absl import app
 from absl import flags
 
-from ilm_keras.experiments import PipelineConfig
+from ilm_keras.experiments.configs import config_from_flags
+from ilm_keras.experiments.configs import define_config_flags
+from ilm_keras.experiments.openp5 import dataset_config
 from ilm_keras.experiments.openp5 import load_dataset
 from ilm_keras.experiments.openp5 import run_openp5_cell
 
 FLAGS = flags.FLAGS
+define_config_flags("openp5_cpu")
 flags.DEFINE_string("dataset", "ML100K", "OpenP5 dataset folder name.")
 flags.DEFINE_string("data_dir", "../shared/data/openp5", "OpenP5 data folder.")
 flags.DEFINE_string("item_texts_from", None,
-                    "MovieLens folder with item texts (default: "
-                    "../shared/data/ml-100k for ML100K, none otherwise).")
+                    "MovieLens folder with the item texts (default for ML100K: "
+                    "<data_dir>/../ml-100k).")
 flags.DEFINE_enum("variant", "ilm", ["none", "mlp", "ilm_rand", "ilm"], "Variant.")
-flags.DEFINE_enum("losses", "it_ui", ["it", "it_ii", "it_ui", "all"],
-                  "Phase-1 losses (Table 4).")
 flags.DEFINE_string("output_dir", "runs/openp5", "This cell's output folder.")
 flags.DEFINE_string("shared_dir", None, "Folder of CF / phase 1 / LLM outputs.")
-flags.DEFINE_integer("seed", 0, "Seed.")
-flags.DEFINE_integer("max_history", 20, "History cut (OpenP5: 20).")
-flags.DEFINE_integer("cf_dim", 64, "iALS factors.")
-flags.DEFINE_integer("qformer_layers", 2, "Q-Former layers (paper: 8).")
-flags.DEFINE_integer("qformer_hidden", 128, "Q-Former width.")
-flags.DEFINE_integer("num_query_tokens", 4, "Soft tokens per mention.")
-flags.DEFINE_integer("phase1_epochs", 20, "Phase-1 epochs.")
-flags.DEFINE_integer("llm_layers", 2, "LLM decoder layers (paper: 8).")
-flags.DEFINE_integer("llm_hidden", 128, "LLM width.")
-flags.DEFINE_integer("llm_epochs", 5, "LLM pretraining epochs.")
-flags.DEFINE_integer("llm_steps_per_epoch", None, "Cap on LLM batches per epoch.")
-flags.DEFINE_integer("phase2_epochs", 3, "Phase-2 epochs.")
-flags.DEFINE_integer("phase2_steps_per_epoch", None, "Cap on phase-2 batches per epoch.")
-flags.DEFINE_integer("num_mlp_tokens", 1, "Soft tokens per mention for `mlp`.")
-flags.DEFINE_integer("templates_per_example", 3, "Seen templates per example/epoch.")
-flags.DEFINE_bool("exclude_history", None,
-                  "Drop history items from rankings (default: True for "
-                  "MovieLens, False for Amazon, as OpenP5).")
-flags.DEFINE_integer("max_eval_users", None, "Evaluate the first N users only.")
-flags.DEFINE_integer("max_valid_users", 200, "Users of the per-epoch validation.")
-
-
-def make_config():
-    exclude = FLAGS.exclude_history
-    if exclude is None:
-        exclude = FLAGS.dataset.upper().startswith("ML")
-    return PipelineConfig(
-        max_history=FLAGS.max_history,
-        cf_dim=FLAGS.cf_dim,
-        qformer_layers=FLAGS.qformer_layers,
-        qformer_hidden=FLAGS.qformer_hidden,
-        num_query_tokens=FLAGS.num_query_tokens,
-        phase1_losses=FLAGS.losses,
-        phase1_epochs=FLAGS.phase1_epochs,
-        llm_layers=FLAGS.llm_layers,
-        llm_hidden=FLAGS.llm_hidden,
-        llm_epochs=FLAGS.llm_epochs,
-        llm_steps_per_epoch=FLAGS.llm_steps_per_epoch,
-        phase2_epochs=FLAGS.phase2_epochs,
-        phase2_steps_per_epoch=FLAGS.phase2_steps_per_epoch,
-        num_mlp_tokens=FLAGS.num_mlp_tokens,
-        templates_per_example=FLAGS.templates_per_example,
-        exclude_history=exclude,
-        max_eval_users=FLAGS.max_eval_users,
-        max_valid_users=FLAGS.max_valid_users,
-        seed=FLAGS.seed,
-    )
+flags.DEFINE_integer("sample_users", 2000,
+                     "Datasets with more test users than this are scored on a "
+                     "fixed random sample of this many.")
 
 
 def main(argv):
@@ -96,15 +66,18 @@ def main(argv):
     if texts is None and FLAGS.dataset == "ML100K":
         texts = os.path.join(os.path.dirname(FLAGS.data_dir.rstrip("/")), "ml-100k")
     data = load_dataset(FLAGS.data_dir, FLAGS.dataset, item_texts_from=texts)
+    config = dataset_config(config_from_flags(), data,
+                            sample_users=FLAGS.sample_users)
+    # Progress bars on a terminal; one line per epoch into a file or pipe.
+    config = dataclasses.replace(config, verbose=fit_verbosity(config.verbose))
     shared = FLAGS.shared_dir or os.path.join(
         os.path.dirname(os.path.abspath(FLAGS.output_dir)),
-        f"shared_{FLAGS.dataset}_seed{FLAGS.seed}",
+        f"shared_{FLAGS.dataset}_seed{config.seed}",
     )
-    results = run_openp5_cell(data, FLAGS.variant, make_config(),
-                              FLAGS.output_dir, shared_dir=shared)
+    run_openp5_cell(data, FLAGS.variant, config, FLAGS.output_dir,
+                    shared_dir=shared)
     with open(os.path.join(FLAGS.output_dir, "results.md")) as f:
         print(f.read())
-    del results
 
 
 if __name__ == "__main__":

@@ -2,7 +2,8 @@
 
     python examples/quickstart.py
 
-Steps (progress bars for every `fit`):
+Steps (progress bars for every `fit` on a terminal, one line per epoch
+when the output goes to a file):
   0. CF: iALS user/item embeddings from the training interactions;
   1. phase 1: Q-Former pretraining (item-text, item-item, user-item losses);
   -  LLM: a small Llama decoder pretrained on the text-only OpenP5 prompts
@@ -30,34 +31,39 @@ compare over seeds (0-2 on JAX: ILM 0.236 +- 0.015, OpenP5-R 0.204 +-
 do not reach plain CF retrieval at this size. `--small` gives a smoke run.
 """
 
+from ilm_keras.utils.quiet import fit_verbosity
+from ilm_keras.utils.quiet import quiet_backend_logs
+
+quiet_backend_logs()  # before TensorFlow/JAX are imported
+
+import dataclasses
 import json
 import time
 
 from absl import app
 from absl import flags
 
-from ilm_keras.experiments import quickstart_config
 from ilm_keras.experiments import run_synthetic
-from ilm_keras.experiments.synthetic import SMALL_DATA
+from ilm_keras.experiments.configs import QUICKSTART_DATA
+from ilm_keras.experiments.configs import QUICKSTART_SMALL_DATA
+from ilm_keras.experiments.configs import config_from_flags
+from ilm_keras.experiments.configs import define_config_flags
 
 FLAGS = flags.FLAGS
-flags.DEFINE_integer("num_users", 300, "Synthetic users.")
-flags.DEFINE_integer("num_items", 60, "Synthetic items.")
-flags.DEFINE_integer("num_clusters", 6, "Planted clusters.")
-flags.DEFINE_integer("llm_epochs", 12, "LLM pretraining epochs.")
-flags.DEFINE_integer("phase2_epochs", 3, "Phase-2 epochs.")
-flags.DEFINE_bool("small", False, "A much smaller, one-minute smoke run.")
+define_config_flags("quickstart")
+flags.DEFINE_bool("small", False, "A much smaller, one-minute smoke run "
+                  "(--config quickstart_small on smaller data).")
 flags.DEFINE_string("output", None, "Optional JSON file for the results.")
-flags.DEFINE_integer("seed", 0, "Seed.")
 
 
 def main(argv):
     del argv
-    config = quickstart_config(FLAGS.small, FLAGS.seed, FLAGS.llm_epochs,
-                               FLAGS.phase2_epochs)
-    sizes = (SMALL_DATA if FLAGS.small else
-             dict(num_users=FLAGS.num_users, num_items=FLAGS.num_items,
-                  num_clusters=FLAGS.num_clusters, interactions_per_user=12))
+    if FLAGS.small and FLAGS.config == "quickstart":
+        FLAGS.config = "quickstart_small"
+    config = config_from_flags()
+    # Progress bars on a terminal; one line per epoch into a file or pipe.
+    config = dataclasses.replace(config, verbose=fit_verbosity(config.verbose))
+    sizes = QUICKSTART_SMALL_DATA if FLAGS.small else QUICKSTART_DATA
     start = time.time()
     results = run_synthetic(config, **sizes)
     total = time.time() - start
@@ -69,6 +75,11 @@ def main(argv):
              for v, m in results["metrics"].items()]
     for name, m in rows:
         print(f"  {name:>22}: HR@10 {m['HR@10']:.4f}  NDCG@10 {m['NDCG@10']:.4f}")
+    describe = results["describe"]
+    print("\n\"What is item_<id> about?\" for " + str(
+        next(iter(describe.values()))["items"]) + " items, share whose reply "
+        "names exactly the item's genres: " + ", ".join(
+            f"{v} {d['genres_correct']:.2f}" for v, d in describe.items()))
     chat = results["conversation"]
     print(f"\nuser: {chat['prompt']}\nILM:  {chat['reply']}\n"
           f"(item text: {chat['reference']})")
@@ -76,7 +87,8 @@ def main(argv):
           + ", ".join(f"{k} {v:.0f}s" for k, v in results["seconds"].items()))
     if FLAGS.output:
         keep = {k: results[k] for k in
-                ("metrics", "cf_dot_product", "random", "conversation", "seconds")}
+                ("metrics", "cf_dot_product", "random", "conversation", "describe",
+                 "seconds")}
         keep["config"] = config.to_dict()
         with open(FLAGS.output, "w") as f:
             json.dump(keep, f, indent=2)
