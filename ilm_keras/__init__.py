@@ -44,8 +44,8 @@ _EXPORTS = {
     "QFormerTokenizer": "ilm_keras.models.qformer_tokenizer",
 }
 _SUBPACKAGES = (
-    "cf", "data", "experiments", "generation", "layers", "llm", "metrics",
-    "models", "utils",
+    "cf", "data", "distribution", "experiments", "generation", "layers", "llm",
+    "metrics", "models", "utils",
 )
 
 __all__ = sorted(_EXPORTS) + list(_SUBPACKAGES) + ["__version__"]

@@ -4,6 +4,7 @@ import keras
 from keras import ops
 
 from ilm_keras.models.qformer_tokenizer import SPECIAL_TOKENS
+from ilm_keras.utils.replicas import scale_loss_for_replicas
 from ilm_keras.utils.runtime_checks import check
 
 # Which losses each `losses=` setting trains (paper Table 4's ablations).
@@ -596,7 +597,9 @@ class QFormerPretrainer(keras.Model):
             f"A phase-1 batch trains a loss that losses={self.losses_name!r} "
             f"does not enable (enabled: {self.enabled_losses}).",
         )
-        return total
+        # Under a tf.distribute strategy each replica returns its share, as
+        # Keras' own losses do (the replicas' gradients are summed).
+        return scale_loss_for_replicas(total)
 
     def compute_metrics(self, x, y, y_pred, sample_weight=None):
         for name, tracker in self.loss_trackers.items():
