@@ -44,6 +44,7 @@ from ilm_keras.experiments.openp5 import dataset_config  # noqa: E402
 from ilm_keras.experiments.openp5 import METRIC_KEYS  # noqa: E402
 from ilm_keras.experiments.openp5 import load_dataset  # noqa: E402
 from ilm_keras.experiments.openp5 import run_openp5_cell  # noqa: E402
+from ilm_keras.utils import files  # noqa: E402
 from report import code_revision  # noqa: E402
 from report import command_line  # noqa: E402
 from report import cpu_description  # noqa: E402
@@ -193,9 +194,7 @@ def write_markdown(results, errors, sizes, total, load_start, load_end):
     except ImportError:
         lines += ["No bar chart: matplotlib is not installed "
                   "(`pip install -e '.[bench]'`).", ""]
-    os.makedirs(os.path.dirname(FLAGS.output) or ".", exist_ok=True)
-    with open(FLAGS.output, "w") as f:
-        f.write("\n".join(lines))
+    files.write_text(FLAGS.output, "\n".join(lines))  # atomic
     print("\n".join(lines))
 
 
@@ -320,7 +319,7 @@ def write_chart(results, path):
         axis.set_ylabel("test HR@10")
         axis.tick_params(axis="x", labelrotation=25)
     figure.tight_layout()
-    figure.savefig(path, dpi=100)
+    files.atomic_write(path, lambda tmp: figure.savefig(tmp, dpi=100))
     plt.close(figure)
 
 

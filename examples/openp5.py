@@ -17,8 +17,12 @@ the best validation NDCG@10 -> test HR/NDCG@{5,10} on the sequential and
 straightforward tasks with a seen template (0) and the unseen template.
 
 Writes `results.json` and `results.md` to `--output_dir`. Resumable: rerun the
-same command after a kill; finished phases are loaded from disk and a phase
-killed mid-training continues from its last finished epoch. CF, phase 1 and
+same command after a kill (even `kill -9`); finished phases are loaded from
+disk and a phase killed mid-training continues from its last backup (at most
+`backup_steps` steps back, mid-epoch too) and ends with the same weights as an
+uninterrupted run. Every file is written atomically; a truncated one stops the
+run with an error naming what to delete (`ilm_keras/utils/resume.py`,
+`ilm_keras/utils/files.py`). CF, phase 1 and
 the LLM are shared by all variants of one dataset/config/seed through
 `--shared_dir` (default: `<output_dir>/../shared_<dataset>_seed<seed>`).
 

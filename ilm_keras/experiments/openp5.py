@@ -1,19 +1,17 @@
 """One cell of the paper's Tables 3-4 on an OpenP5 dataset, resumable."""
 
 import dataclasses
-import json
 import os
 import time
-
-import keras
-import numpy as np
 
 from ilm_keras import data as ild
 from ilm_keras.experiments import pipeline as pl
 from ilm_keras.llm.openp5_tokenizer import OpenP5Tokenizer
 from ilm_keras.models.qformer import QFormer  # noqa: F401 (registers it)
 from ilm_keras.models.qformer_pretrainer import LOSS_SETS
+from ilm_keras.utils import files
 from ilm_keras.utils.determinism import seed_everything
+from ilm_keras.utils.resume import TrainingBackup
 
 METRIC_KEYS = ("HR@5", "NDCG@5", "HR@10", "NDCG@10")
 
@@ -46,43 +44,42 @@ def dataset_config(config, data, sample_users=None):
     return dataclasses.replace(config, **changes)
 
 
-def _backup(directory, name):
-    return keras.callbacks.BackupAndRestore(
-        os.path.join(directory, "backup", name), delete_checkpoint=True
-    )
+def _backup(directory, name, config, log):
+    """Where one fit of a cell saves its training state (`resumable_fit`)."""
+    return TrainingBackup(os.path.join(directory, "backup", name),
+                          every_steps=config.backup_steps, log=log)
 
 
 def _done(path):
     return os.path.exists(path)
 
 
+# Every file a cell writes is written atomically (`ilm_keras.utils.files`):
+# a kill leaves the old file or the new one, never a part of one.
 def _json_dump(path, value):
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(value, f, indent=2, default=float)
-    os.replace(tmp, path)
+    files.write_json(path, value, indent=2, default=float)
 
 
 def _text_dump(path, text):
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
+    files.write_text(path, text)
 
 
 def _npz_dump(path, **arrays):
-    tmp = path + ".tmp.npz"
-    np.savez(tmp, **arrays)
-    os.replace(tmp, path)
+    files.write_npz(path, **arrays)
 
 
 def shared_phases(data, config, shared_dir, need_qformer, log=print):
     """CF, phase 1 (if `need_qformer`) and LLM pretraining, cached on disk.
 
     Each phase writes its output under `shared_dir` when it finishes and is
-    loaded instead of rerun next time; a phase killed mid-`fit` resumes from
-    its last epoch (`keras.callbacks.BackupAndRestore`). The outputs depend
-    on `config` (sizes, seed): use one `shared_dir` per config.
+    loaded instead of rerun next time; a phase killed mid-`fit` (even by
+    `kill -9`, even mid-epoch) resumes from its last backup, at most
+    `config.backup_steps` steps back, and ends as if never interrupted
+    (`ilm_keras.utils.resume`). Later phases always read an earlier phase's
+    output from its file, so a cell gives the same result whichever phases
+    ran in this process. A truncated or corrupt output raises
+    `CorruptFileError`, naming the file to delete. The outputs depend on
+    `config` (sizes, seed): use one `shared_dir` per config.
 
     Returns:
         dict with `split`, `user_table`, `item_table`, `references` (per
@@ -101,10 +98,9 @@ def shared_phases(data, config, shared_dir, need_qformer, log=print):
     cf_path = os.path.join(shared_dir, "cf.npz")
     references_path = os.path.join(shared_dir, "references.json")
     if _done(cf_path) and _done(references_path):
-        tables = np.load(cf_path)
+        tables = files.read_npz(cf_path, ["user_table", "item_table"])
         user_table, item_table = tables["user_table"], tables["item_table"]
-        with open(references_path) as f:
-            references = json.load(f)
+        references = files.read_json(references_path)
         log(f"phase 0: loaded {cf_path}")
     else:
         start = time.time()
@@ -123,40 +119,45 @@ def shared_phases(data, config, shared_dir, need_qformer, log=print):
     if need_qformer:
         name = f"qformer_{config.phase1_losses}"
         path = os.path.join(shared_dir, name + ".keras")
-        if _done(path):
-            qformer = keras.saving.load_model(path)
-            log(f"phase 1: loaded {path}")
-        else:
+        backup = _backup(shared_dir, name, config, log)
+        trained = not _done(path)
+        if trained:
             start = time.time()
             log(f"phase 1: Q-Former pretraining, losses {config.phase1_losses}")
             seed_everything(config.seed)
             qformer, _ = pl.pretrain_qformer(
-                split, user_table, item_table, config,
-                callbacks=[_backup(shared_dir, name)],
+                split, user_table, item_table, config, backup=backup,
             )
             seconds["phase1"] = time.time() - start
-            qformer.save(path)
+            files.save_model(qformer, path)
+        backup.clear()  # the output is stored
+        # Read back as every later run reads it, after the same seeding (the
+        # dropout layers draw their seeds when they are made).
+        seed_everything(config.seed)
+        qformer = files.load_model(path)
+        if not trained:
+            log(f"phase 1: loaded {path}")
 
     # The LLM backbone.
     vocab_path = os.path.join(shared_dir, "llm_vocabulary.json")
     backbone_path = os.path.join(shared_dir, "llm_backbone.keras")
-    if _done(vocab_path) and _done(backbone_path):
-        with open(vocab_path) as f:
-            tokenizer = OpenP5Tokenizer(
-                vocabulary=json.load(f), item_indexing=config.item_indexing
-            )
-        backbone = keras.saving.load_model(backbone_path)
-        log(f"LLM: loaded {backbone_path}")
-    else:
+    backup = _backup(shared_dir, "llm", config, log)
+    trained = not (_done(vocab_path) and _done(backbone_path))
+    if trained:
         start = time.time()
         log("LLM: pretraining on the text-only OpenP5 prompts")
         seed_everything(config.seed)
-        tokenizer, backbone, _ = pl.pretrain_llm(
-            split, config, callbacks=[_backup(shared_dir, "llm")]
-        )
+        tokenizer, backbone, _ = pl.pretrain_llm(split, config, backup=backup)
         seconds["llm"] = time.time() - start
-        backbone.save(backbone_path)
+        files.save_model(backbone, backbone_path)
         _json_dump(vocab_path, tokenizer.get_vocabulary())
+    backup.clear()
+    tokenizer = OpenP5Tokenizer(vocabulary=files.read_json(vocab_path),
+                                item_indexing=config.item_indexing)
+    seed_everything(config.seed)
+    backbone = files.load_model(backbone_path)
+    if not trained:
+        log(f"LLM: loaded {backbone_path}")
     return dict(split=split, user_table=user_table, item_table=item_table,
                 references=references, qformer=qformer, tokenizer=tokenizer,
                 backbone=backbone, seconds=seconds)
@@ -186,10 +187,12 @@ def run_openp5_cell(data, variant, config, output_dir, shared_dir=None,
     """
     os.makedirs(output_dir, exist_ok=True)
     results_path = os.path.join(output_dir, "results.json")
+    backup = _backup(output_dir, "phase2", config, log)
     if _done(results_path):
-        with open(results_path) as f:
-            log(f"{results_path} exists: done.")
-            return json.load(f)
+        results = files.read_json(results_path)
+        backup.clear()
+        log(f"{results_path} exists: done.")
+        return results
     start = time.time()
     shared = shared_phases(data, config, shared_dir or output_dir,
                            need_qformer=(variant == "ilm"), log=log)
@@ -202,18 +205,16 @@ def run_openp5_cell(data, variant, config, output_dir, shared_dir=None,
     )
     phase2_seconds = 0.0
     valid_scores = None
-    if variant != "none":  # OpenP5-R is the frozen backbone alone.
+    if pl.phase2_trains(variant, config):  # not OpenP5-R over a frozen LLM
         t = time.time()
         log(f"phase 2: {pl.VARIANT_NAMES[variant]}")
         best = os.path.join(output_dir, "best.weights.h5")
         pl.train_phase2(
-            model, split, config,
-            callbacks=[_backup(output_dir, "phase2")],
-            checkpoint_path=best,
+            model, split, config, checkpoint_path=best, backup=backup,
+            checkpoint_delete=[best, best + ".json", backup.directory],
         )
         phase2_seconds = time.time() - t
-        with open(best + ".json") as f:
-            valid_scores = json.load(f)["scores"]
+        valid_scores = files.read_json(best + ".json")["scores"]
     t = time.time()
     test = pl.test_metrics(model, split, config)
     results = {
@@ -229,8 +230,9 @@ def run_openp5_cell(data, variant, config, output_dir, shared_dir=None,
         "seconds": {**shared["seconds"], "phase2": phase2_seconds,
                     "test": time.time() - t, "total": time.time() - start},
     }
-    _json_dump(results_path, results)
     _text_dump(os.path.join(output_dir, "results.md"), results_markdown(results))
+    _json_dump(results_path, results)  # last: it marks the cell done
+    backup.clear()
     return results
 
 

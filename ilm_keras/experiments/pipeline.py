@@ -20,7 +20,7 @@ baseline every ILM variant reads).
 """
 
 import dataclasses
-import json
+import functools
 import os
 import re
 import time
@@ -47,6 +47,8 @@ from ilm_keras.models.qformer_pretrainer import LOSS_SETS
 from ilm_keras.models.qformer_pretrainer import QFormerPretrainer
 from ilm_keras.models.qformer_tokenizer import QFormerTokenizer
 from ilm_keras.models.qformer_tokenizer import SPECIAL_TOKENS
+from ilm_keras.utils import files
+from ilm_keras.utils import resume
 from ilm_keras.utils.quiet import fit_verbosity
 from ilm_keras.utils.schedules import warmup_cosine
 
@@ -84,9 +86,20 @@ class PipelineConfig:
             (OpenP5: 3), for LLM pretraining and phase 2.
         describe_items: also train "What is item_<id> about?" -> item text
             (LLM pretraining and phase 2), for a conversational exchange.
+        describe_repeats: how many times each describe pair appears in an
+            epoch (one pair per item, against one recommendation prompt per
+            training prefix and template: once, they are a small share).
         num_mlp_tokens: soft tokens per mention of the `mlp` variant.
         phase2_epochs, phase2_batch_size, phase2_learning_rate: phase 2.
         phase2_steps_per_epoch: optional cap on phase-2 batches per epoch.
+        phase2_train_llm: beyond the paper: the LLM decoder trains in
+            phase 2 too, beside the item encoder and adaptor (the paper
+            keeps it frozen). Every variant then trains, `none` (OpenP5-R)
+            included, on the same batches: its decoder gets the same extra
+            steps on the text-only prompts, so the comparison stays fair.
+            Each variant trains its own copy of the decoder. A small decoder
+            pretrained on text alone does not learn to read soft tokens
+            while frozen (README, "Recommendation quality").
         llm_steps_per_epoch: optional cap on pretraining batches per epoch.
         num_beams: beam width of `recommend()` (OpenP5: 10); unused with
             atomic item indexing, whose ranking is exact.
@@ -116,6 +129,10 @@ class PipelineConfig:
             similar length share a batch; 1: plain shuffled batches).
         verbose: `fit` verbosity (1: progress bars).
         seed: one seed for indexing, CF, model init and shuffles.
+        backup_steps: a resumable run (`run_openp5_cell`) saves each fit's
+            training state every this many steps and at every epoch end; a
+            rerun after a kill resumes from there, with the same result as
+            an uninterrupted run (`ilm_keras.utils.resume`).
     """
 
     max_history: int = 20
@@ -144,11 +161,13 @@ class PipelineConfig:
     llm_steps_per_epoch: int = None
     templates_per_example: int = 3
     describe_items: bool = False
+    describe_repeats: int = 1
     num_mlp_tokens: int = 1
     phase2_epochs: int = 2
     phase2_batch_size: int = 32
     phase2_learning_rate: float = 1e-3
     phase2_steps_per_epoch: int = None
+    phase2_train_llm: bool = False
     num_beams: int = 10
     exclude_history: bool = True
     max_eval_users: int = None
@@ -161,6 +180,7 @@ class PipelineConfig:
     length_group: int = 50
     verbose: int = 1
     seed: int = 0
+    backup_steps: int = 200
 
     def to_dict(self):
         return dataclasses.asdict(self)
@@ -302,13 +322,15 @@ def reference_metrics(split, config, ials, subset="test"):
 # ----------------------------------------------------------------------
 # Phase 1.
 # ----------------------------------------------------------------------
-def pretrain_qformer(split, user_table, item_table, config, callbacks=None):
+def pretrain_qformer(split, user_table, item_table, config, callbacks=None,
+                     backup=None):
     """Phase 1: a `QFormer` pretrained with `config.phase1_losses`.
 
     Item-text pairs come from `data.item_texts` (required unless
     `phase1_losses="ii_ui"`, which trains the item-item and user-item
     contrastive losses alone); item-item and user-item pairs from the
-    training sequences.
+    training sequences. With `backup` (a `TrainingBackup`) the fit saves its
+    state there and a rerun resumes it exactly (`resumable_fit`).
 
     Returns:
         `(qformer, history)`.
@@ -363,11 +385,16 @@ def pretrain_qformer(split, user_table, item_table, config, callbacks=None):
     pretrainer.compile(
         optimizer=keras.optimizers.AdamW(config.phase1_learning_rate, weight_decay=0.01)
     )
-    history = pretrainer.fit(
-        dataset,
-        steps_per_epoch=steps,
+    # The dataset shuffles itself; a resumed fit skips the batches of the
+    # steps already trained. (Keras reads it through one iterator: the
+    # pretrainer is built and has no compiled loss or metrics, so `fit` does
+    # not read a batch to build them. A second iterator would draw the
+    # next shuffles, and the stream would depend on how far the first read.)
+    history = resume.resumable_fit(
+        pretrainer,
+        lambda start: (dataset.skip(start) if start else dataset, steps),
         epochs=config.phase1_epochs,
-        shuffle=False,  # the dataset shuffles itself
+        backup=backup,
         callbacks=callbacks,
         verbose=fit_verbosity(config.verbose),
     )
@@ -413,7 +440,8 @@ def describe_pairs(data):
 def training_pairs(split, config, epoch):
     """One epoch of phase-2 / pretraining pairs: OpenP5 sequential +
     straightforward prompts (`templates_per_example` seen templates each),
-    plus the describe pairs when `config.describe_items`."""
+    plus the describe pairs (`config.describe_repeats` times each) when
+    `config.describe_items`."""
     pairs = ild.training_prompts(
         split,
         epoch=epoch,
@@ -421,7 +449,7 @@ def training_pairs(split, config, epoch):
         templates_per_example=config.templates_per_example,
     )
     if config.describe_items:
-        pairs = pairs + describe_pairs(split.data)
+        pairs = pairs + describe_pairs(split.data) * config.describe_repeats
     return pairs
 
 
@@ -455,9 +483,10 @@ def sequence_length_for(split, tokenizer, num_soft_tokens, config):
     return -(-(longest + 2) // 16) * 16
 
 
-def pretrain_llm(split, config, callbacks=None):
+def pretrain_llm(split, config, callbacks=None, backup=None):
     """Builds the `OpenP5Tokenizer` and pretrains a `LlamaBackbone` on the
-    text-only prompts; returns `(tokenizer, backbone, history)`."""
+    text-only prompts (resumable with `backup`, as `pretrain_qformer`);
+    returns `(tokenizer, backbone, history)`."""
     data = split.data
     texts = [t for t in (data.item_texts or []) if t] if config.describe_items else []
     tokenizer = OpenP5Tokenizer.from_texts(
@@ -478,6 +507,7 @@ def pretrain_llm(split, config, callbacks=None):
         verbose=fit_verbosity(config.verbose),
         steps_per_epoch=config.llm_steps_per_epoch,
         warmup_steps=config.llm_warmup_steps,
+        backup=backup,
         **llm_batch_args(split, tokenizer, config),
     )
     return tokenizer, backbone, history
@@ -504,7 +534,10 @@ def llm_batch_args(split, tokenizer, config):
 # ----------------------------------------------------------------------
 def build_phase2(variant, backbone, tokenizer, split, user_table, item_table,
                  config, qformer=None):
-    """The `ItemLanguageModel` of `variant` over the (frozen) `backbone`."""
+    """The `ItemLanguageModel` of `variant` over the (frozen) `backbone`.
+
+    With `config.phase2_train_llm`, over a trainable copy of `backbone`
+    instead (`backbone` itself is left as it is)."""
     if variant not in VARIANTS:
         raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}.")
     if variant == "ilm" and qformer is None:
@@ -523,6 +556,10 @@ def build_phase2(variant, backbone, tokenizer, split, user_table, item_table,
     )
     if variant == "ilm_rand":
         qformer = qformer if qformer is not None else qformer_config(item_table, config)
+    if config.phase2_train_llm:  # A copy: other variants read the original.
+        copy = type(backbone).from_config(backbone.get_config())
+        copy.set_weights(backbone.get_weights())
+        backbone = copy
     model = ItemLanguageModel(
         backbone=backbone,
         preprocessor=preprocessor,
@@ -535,7 +572,16 @@ def build_phase2(variant, backbone, tokenizer, split, user_table, item_table,
         fold_in_regularization=config.cf_regularization,
         fold_in_alpha=config.cf_alpha,
     )
+    if config.phase2_train_llm:
+        model.backbone.trainable = True
     return model
+
+
+def phase2_trains(variant, config):
+    """Whether `variant` has anything to train in phase 2: every variant
+    but OpenP5-R (`none`, the frozen decoder alone), and that one too when
+    the decoder trains (`config.phase2_train_llm`)."""
+    return variant != "none" or config.phase2_train_llm
 
 
 def recommendation_metrics(model, split, subset="test", task="sequential",
@@ -585,48 +631,73 @@ class BestValidationCheckpoint(keras.callbacks.Callback):
     """Keeps the weights with the best validation NDCG@10 (paper §4.4).
 
     After each epoch, scores `model` with `evaluate(model) -> dict` and, when
-    `metric` improved, saves the weights to `path` (and the score to
-    `path + ".json"`, so a resumed run keeps comparing against it). At the
-    end of training the best weights are restored.
+    `metric` improved, saves the weights to `path` (and the scores to
+    `path + ".json"`, so a resumed run keeps comparing against them), each
+    file written atomically, the weights first. At the end of training the
+    best weights are restored.
+
+    A resumed fit (`resumable_fit`) may score an epoch again that the
+    `.json` already holds (a kill after the scores were written but before
+    the training state was): the epoch's new score replaces it.
 
     Args:
         evaluate: callable `model -> dict of metrics`.
         path: a `.weights.h5` path.
         metric: the key to maximise.
+        delete: what to delete when `path` or its `.json` cannot be read
+            (named in the error; default: both).
     """
 
-    def __init__(self, evaluate, path, metric="NDCG@10"):
+    def __init__(self, evaluate, path, metric="NDCG@10", delete=None):
         super().__init__()
         self.evaluate = evaluate
         self.path = path
         self.metric = metric
         self.best = -np.inf
         self.scores = []
+        self.delete = dict(
+            delete=delete or [path, path + ".json"],
+            consequence="the fit that picks the best epoch then starts again",
+        )
         if os.path.exists(path + ".json"):
-            with open(path + ".json") as f:
-                saved = json.load(f)
+            saved = files.read_json(path + ".json", **self.delete)
             self.best = saved["best"]
             self.scores = saved["scores"]
+
+    def on_train_begin(self, logs=None):
+        # Fail now, not after training, if the kept weights are unreadable
+        # (or gone: the run would silently end with the last epoch's).
+        if self.scores and np.isfinite(self.best):
+            if not os.path.exists(self.path):
+                raise files.CorruptFileError(
+                    self.path, f"{self.path}.json records its epoch",
+                    problem="it is missing", **self.delete)
+            files.check_h5(self.path, **self.delete)
 
     def on_epoch_end(self, epoch, logs=None):
         scores = self.evaluate(self.model)
         value = float(scores[self.metric])
+        self.scores = [s for s in self.scores if s["epoch"] < epoch]
+        self.best = max([float(s[self.metric]) for s in self.scores],
+                        default=-np.inf)
         self.scores.append({"epoch": int(epoch), **scores})
         if logs is not None:
             logs[f"val_{self.metric}"] = value
         if value > self.best:
             self.best = value
-            self.model.save_weights(self.path)
-        with open(self.path + ".json", "w") as f:
-            json.dump({"best": self.best, "scores": self.scores}, f)
+            files.save_weights(self.model, self.path)
+        files.write_json(self.path + ".json",
+                         {"best": self.best, "scores": self.scores})
 
     def on_train_end(self, logs=None):
         if os.path.exists(self.path):
-            self.model.load_weights(self.path)
+            files.load_weights(self.model, self.path, **self.delete)
 
 
-def train_phase2(model, split, config, callbacks=None, checkpoint_path=None):
-    """One `fit` of phase 2 (encoder + adaptor; the LLM stays frozen).
+def train_phase2(model, split, config, callbacks=None, checkpoint_path=None,
+                 backup=None, checkpoint_delete=None):
+    """One `fit` of phase 2 (encoder + adaptor; the LLM too with
+    `config.phase2_train_llm`, else it stays frozen).
 
     Batches are tokenized by the model's own preprocessor
     (`PromptResponseBatches`, new templates every epoch), so the fit runs
@@ -634,7 +705,10 @@ def train_phase2(model, split, config, callbacks=None, checkpoint_path=None):
     preprocessing map); `build_phase2`'s preprocessor keeps the labels at
     response positions, so logits are computed there only. With `checkpoint_path`, a `BestValidationCheckpoint`
     on validation NDCG@10 (sequential task, seen template 0, the first
-    `config.max_valid_users` users) picks the weights kept.
+    `config.max_valid_users` users) picks the weights kept. With `backup`
+    (a `TrainingBackup`) the fit saves its state there and a rerun resumes
+    it exactly (`resumable_fit`); `checkpoint_delete` lists what the
+    checkpoint's error names to delete when its files cannot be read.
 
     Returns:
         The Keras `History`.
@@ -656,10 +730,12 @@ def train_phase2(model, split, config, callbacks=None, checkpoint_path=None):
                     max_users=config.max_valid_users,
                 ),
                 checkpoint_path,
+                delete=checkpoint_delete,
             )
         )
-    x, steps_per_epoch = batches.fit_input(config.phase2_steps_per_epoch)
-    total = (steps_per_epoch or len(batches)) * config.phase2_epochs
+    steps_per_epoch = min(config.phase2_steps_per_epoch or len(batches),
+                          len(batches))  # as `batches.fit_input` counts them
+    total = steps_per_epoch * config.phase2_epochs
     model.compile(
         optimizer=keras.optimizers.AdamW(
             warmup_cosine(
@@ -668,14 +744,14 @@ def train_phase2(model, split, config, callbacks=None, checkpoint_path=None):
             weight_decay=0.01,
         )
     )
-    return keras.Model.fit(
+    return resume.resumable_fit(
         model,
-        x,
+        lambda start: batches.fit_input(config.phase2_steps_per_epoch, start),
         epochs=config.phase2_epochs,
-        steps_per_epoch=steps_per_epoch,
-        shuffle=False,  # the batches shuffle themselves
+        backup=backup,
         callbacks=callbacks,
         verbose=fit_verbosity(config.verbose),
+        fit=functools.partial(keras.Model.fit, model),
     )
 
 

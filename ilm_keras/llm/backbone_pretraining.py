@@ -9,7 +9,9 @@ Tokenization is done by `ItemLanguageModelPreprocessor` with no soft tokens:
 exactly the token ids the frozen model later sees in phase 2.
 """
 
+import itertools
 import math
+import threading
 
 import keras
 import keras_hub
@@ -18,6 +20,7 @@ import numpy as np
 from ilm_keras.models.item_language_model_preprocessor import (
     ItemLanguageModelPreprocessor,
 )
+from ilm_keras.utils import resume
 from ilm_keras.utils.quiet import fit_verbosity
 from ilm_keras.utils.schedules import warmup_cosine
 
@@ -119,6 +122,7 @@ class PromptResponseBatches(keras.utils.PyDataset):
         self.length_bucket = int(length_bucket)
         self.length_group = int(length_group)
         self.epoch = 0
+        self._lengths = {}  # batches per epoch, as far as known
         self._load(0)
 
     def _load(self, epoch):
@@ -142,6 +146,7 @@ class PromptResponseBatches(keras.utils.PyDataset):
             for g in rng.permutation(num_groups)
         ])
         self._sorted_groups = {}
+        self._lengths[epoch] = len(self)
 
     def _group_pairs(self, g):
         """Group `g`'s pairs, ordered by width (tokens / `length_bucket`)."""
@@ -194,39 +199,79 @@ class PromptResponseBatches(keras.utils.PyDataset):
         self.epoch += 1
         self._load(self.epoch)
 
-    def fit_input(self, steps_per_epoch=None):
-        """`(x, steps_per_epoch)` for `fit` on the current backend.
+    def _epoch_length(self, epoch):
+        if epoch not in self._lengths:
+            pairs = self.pairs_for_epoch(epoch)
+            self._lengths[epoch] = math.ceil(len(pairs) / self.batch_size)
+        return self._lengths[epoch]
 
-        On TensorFlow, Keras turns a `PyDataset` into a `tf.data.Dataset`
-        whose shapes come from its first two batches; a batch width missing
-        from both would then stop `fit` mid-epoch. There `x` is an endless
-        `tf.data.Dataset` over the epochs (each pass ends with
-        `on_epoch_end`) whose sequence widths are left free, and
-        `steps_per_epoch` defaults to one pass. On other backends `x` is the
-        batches themselves and `steps_per_epoch` is returned as given.
+    def batch_at(self, step):
+        """Batch `step` of the stream that `fit_input` gives `fit`: every
+        batch of epoch 0 in order, then every batch of epoch 1, and so on.
+
+        A function of `step` alone (the epoch it falls in is loaded when
+        needed), so a resumed fit can start the stream at any step.
 
         Args:
-            steps_per_epoch: optional int, a cap on batches per epoch.
+            step: int >= 0, the training step (from 0 over the whole fit).
         """
-        if keras.backend.backend() != "tensorflow":
-            return self, steps_per_epoch
+        epoch, index = 0, int(step)
+        if index < 0:
+            raise ValueError(f"step must be >= 0; got {step}.")
+        while index >= self._epoch_length(epoch):
+            index -= self._epoch_length(epoch)
+            epoch += 1
+        if epoch != self.epoch:
+            self.epoch = epoch
+            self._load(epoch)
+        return self[index]
+
+    def fit_input(self, steps_per_epoch=None, start_step=0):
+        """`(x, steps_per_epoch)` for `fit`, on every backend.
+
+        `x` is an endless `tf.data.Dataset` of `batch_at(start_step)`,
+        `batch_at(start_step + 1)`, ...: the epochs' batches one after
+        another, whatever `steps_per_epoch` is, and from any step on (a
+        resumed fit, `ilm_keras.utils.resume.resumable_fit`). Its sequence
+        widths are left free: Keras would otherwise fix the shapes from a
+        `PyDataset`'s first two batches on TensorFlow, and a batch width
+        missing from both would stop `fit` mid-epoch. (Handing Keras the
+        `PyDataset` itself instead, on JAX, starts it at epoch 1, and with
+        `steps_per_epoch` below the epoch's batches it goes on where the
+        last epoch stopped until it runs out of batches, and cuts an epoch
+        short.)
+
+        Args:
+            steps_per_epoch: optional int, a cap on batches per epoch
+                (default: one epoch's batches).
+            start_step: int, the training step of the first batch.
+
+        Returns:
+            `(dataset, steps_per_epoch)`.
+        """
         import tensorflow as tf
 
+        steps = min(steps_per_epoch or len(self), len(self))
+        # `tf.data` may read from two iterators at once (Keras builds the
+        # model from one); `batch_at` loads epochs into `self`.
+        lock = threading.Lock()
+        with lock:
+            first = self.batch_at(start_step)
         signature = keras.tree.map_structure(
             lambda a: tf.TensorSpec((None,) * np.ndim(a),
                                     tf.as_dtype(np.asarray(a).dtype)),
-            self[0],
+            first,
         )
 
         def generate():
-            while True:
-                for index in range(len(self)):
-                    yield self[index]
-                self.on_epoch_end()
+            for step in itertools.count(int(start_step)):
+                with lock:
+                    batch = self.batch_at(step)
+                yield batch
 
         dataset = tf.data.Dataset.from_generator(
             generate, output_signature=signature)
-        return dataset, min(steps_per_epoch or len(self), len(self))
+        return dataset, steps
 
 
 def pretraining_batches(
@@ -285,6 +330,7 @@ def pretrain_backbone(
     length_bucket=16,
     length_group=50,
     warmup_steps=0,
+    backup=None,
 ):
     """Trains `backbone` as a causal LM on (prompt, response) pairs, in place.
 
@@ -312,7 +358,7 @@ def pretrain_backbone(
         learning_rate: float, peak AdamW learning rate.
         sequence_length: int, the longest example allowed (longer raises).
         seed: int, the shuffle seed.
-        callbacks: extra Keras callbacks (e.g. `BackupAndRestore`).
+        callbacks: extra Keras callbacks.
         verbose: `fit` verbosity (progress bar by default).
         steps_per_epoch: optional int, caps the batches per epoch.
         length_bucket: batch widths are multiples of this (fewer shapes,
@@ -320,6 +366,9 @@ def pretrain_backbone(
         length_group: batches per length-sorted group (`PromptResponseBatches`;
             1: plain shuffled batches).
         warmup_steps: int, steps of linear learning-rate warmup.
+        backup: optional `ilm_keras.utils.resume.TrainingBackup`: the fit
+            saves its state there and a rerun resumes it exactly
+            (`resumable_fit`).
 
     Returns:
         The Keras `History`.
@@ -355,12 +404,11 @@ def pretrain_backbone(
     was_trainable = backbone.trainable
     backbone.trainable = True
     try:
-        x, steps_per_epoch = batches.fit_input(steps_per_epoch)
-        return causal_lm.fit(
-            x,
+        return resume.resumable_fit(
+            causal_lm,
+            lambda start: batches.fit_input(steps_per_epoch, start),
             epochs=epochs,
-            steps_per_epoch=steps_per_epoch,
-            shuffle=False,  # the batches shuffle themselves
+            backup=backup,
             callbacks=callbacks,
             verbose=fit_verbosity(verbose),
         )

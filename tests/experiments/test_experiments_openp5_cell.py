@@ -89,10 +89,10 @@ def test_a_cell_killed_mid_training_resumes_from_its_last_epoch(
             epochs_begun.append(epoch)
 
     def with_callback(callback):
-        def run(model, split, config, callbacks=None, checkpoint_path=None):
+        def run(model, split, config, callbacks=None, **kwargs):
             return train_phase2(model, split, config,
                                 callbacks=list(callbacks or []) + [callback],
-                                checkpoint_path=checkpoint_path)
+                                **kwargs)
         return run
 
     out = str(tmp_path / "mlp")
