@@ -29,6 +29,8 @@ FLAGS = flags.FLAGS
 flags.DEFINE_list("backends", ["tensorflow", "jax"], "Keras backends, in order.")
 flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds (`--set seed=<n>`).")
 flags.DEFINE_bool("small", False, "Pass --small (a smoke run).")
+flags.DEFINE_multi_string("set", [], "Passed on to the quickstart: replace "
+                          "one config field, FIELD=VALUE (repeatable).")
 flags.DEFINE_string("output", "benchmarks/results/quickstart.md",
                     "Markdown results file.")
 
@@ -41,6 +43,7 @@ def run_quickstart(backend, seed, path):
     command = [sys.executable, os.path.join(report.REPO, "examples",
                                             "quickstart.py"),
                f"--set=seed={seed}", f"--output={path}"]
+    command += [f"--set={assignment}" for assignment in FLAGS.set]
     if FLAGS.small:
         command.append("--small")
     env = dict(os.environ, KERAS_BACKEND=backend, PYTHONPATH=os.pathsep.join(
@@ -77,7 +80,8 @@ def main(argv):
         "",
         "Command: `python " + " ".join(sys.argv) + "` (each run a fresh "
         "process: `KERAS_BACKEND=<backend> python examples/quickstart.py"
-        f" --set seed=<seed>{small}`)",
+        f" --set seed=<seed>{small}"
+        + "".join(f" --set {a}" for a in FLAGS.set) + "`)",
         "",
         f"Machine: {report.cpu_description()}, load average at the end "
         f"{', '.join(f'{x:.1f}' for x in load)}; {report.library_versions()};"
@@ -103,7 +107,7 @@ def main(argv):
               "Test users, sequential task, seen template 0, every item the "
               "user saw before the target excluded from the ranking (the same "
               "rule and users for every row); HR@10 per seed, then mean ± "
-              "standard error over seeds (NDCG@10 in brackets).", ""]
+              "standard error over seeds, and the mean NDCG@10.", ""]
     for backend in FLAGS.backends:
         lines += [f"### {backend}", "",
                   "| method | " + " | ".join(f"seed {s}" for s in FLAGS.seeds)

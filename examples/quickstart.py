@@ -8,27 +8,29 @@ when the output goes to a file):
   1. phase 1: Q-Former pretraining (item-text, item-item, user-item losses);
   -  LLM: a small Llama decoder pretrained on the text-only OpenP5 prompts
      (sequential + straightforward tasks, `item_<id>` answers) plus
-     "What is item_<id> about?" -> item text, then frozen;
-  2. phase 2: `none` (OpenP5-R: the frozen decoder alone) and `ilm` (Q-Former
-     soft tokens after every item/user mention; only Q-Former + adaptor train);
+     "What is item_<id> about?" -> item text;
+  2. phase 2: `none` (OpenP5-R: the decoder alone, text only) and `ilm`
+     (Q-Former soft tokens after every item/user mention, through the
+     adaptor), both on the same batches;
   -  test: HR@10 / NDCG@10 of `recommend()` (trie-constrained beam search,
-     10 beams) on the sequential task, seen template 0, with the user's history
-     items excluded from the ranking; beside them iALS dot-product retrieval
-     and a random ranking;
-  -  one conversational exchange: the ILM describes an item named in the prompt.
+     10 beams) on the sequential task, seen template 0, with every item the
+     user saw before the target excluded from the ranking; beside them iALS
+     dot-product retrieval and a random ranking, same users and exclusion;
+  -  "What is item_<id> about?" for 50 items: the share of replies that name
+     the item's genres, and one exchange printed.
 
 The synthetic data (`ilm_keras.data.make_synthetic_data`) plants clusters that
 users, items and item texts share. No download; no GPU needed.
-`benchmarks/quickstart_backends.py` runs this script on each backend and
-writes `benchmarks/results/quickstart.md`. Seed 0 on the 2-core CPU took
-204 s with Keras' default backend (TensorFlow) and 291 s with
-`KERAS_BACKEND=jax`. Test HR@10 / NDCG@10 with history excluded
-(TensorFlow; JAX in brackets): random ranking 0.200 / 0.091, OpenP5-R
-0.200 / 0.096 (0.210 / 0.109), ILM 0.283 / 0.144 (0.207 / 0.106), iALS
-dot product 0.453 / 0.267. One seed's ranking depends on the shuffle, so
-compare over seeds (0-2 on JAX: ILM 0.236 +- 0.015, OpenP5-R 0.204 +-
-0.009; `benchmarks/results/length_grouping.md`). The small LLM variants
-do not reach plain CF retrieval at this size. `--small` gives a smoke run.
+
+Settings: the named config `quickstart` (`ilm_keras/experiments/configs.py`):
+the paper's random item ids, and a decoder that trains in phase 2 beside the
+item encoder (beyond the paper; OpenP5-R trains the same steps on text), the
+setting in which the CF soft tokens help here. Replace a field with `--set`,
+e.g. `--set seed=1` or `--set phase2_train_llm=false` (the paper's frozen
+LLM). `--small` gives a one-minute smoke run.
+
+`benchmarks/quickstart_backends.py` runs this script per backend and seed and
+writes the times, metrics and replies to `benchmarks/results/quickstart.md`.
 """
 
 from ilm_keras.utils.quiet import fit_verbosity

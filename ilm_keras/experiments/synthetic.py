@@ -94,7 +94,7 @@ def run_synthetic(
             variant, backbone, tokenizer, split, user_table, item_table, config,
             qformer=qformer,
         )
-        if variant != "none":  # OpenP5-R: the backbone alone, nothing to train.
+        if pl.phase2_trains(variant, config):
             pl.train_phase2(model, split, config)
         metrics[variant] = pl.recommendation_metrics(
             model, split, "test", "sequential", 0, config,

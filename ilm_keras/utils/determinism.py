@@ -51,7 +51,10 @@ def seed_everything(seed):
       keeps its element order. It stays on for the rest of the process.
       On a CPU it also swaps the kernels of `BiasAddGrad` and of the
       gather (embedding) gradient, so TensorFlow's numbers differ in the
-      last bits from a run without it.
+      last bits from a run without it. While it is on, Keras compiles
+      TensorFlow models without XLA whatever `jit_compile` asks
+      (`keras.src.trainers.trainer.model_supports_jit`): the pipelines
+      trade TensorFlow's XLA speed-up for reproducibility.
     - JAX: XLA:CPU is deterministic as it is. On a GPU, XLA's
       nondeterministic ops (atomics in reductions and scatters) are
       excluded only when `XLA_FLAGS` holds
