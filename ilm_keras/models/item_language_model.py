@@ -15,9 +15,9 @@ from ilm_keras.generation.constrained_beam_search import (
 from ilm_keras.generation.item_trie import ItemTrie
 from ilm_keras.layers.item_soft_tokens import ItemSoftTokens
 from ilm_keras.layers.soft_token_decoder import SoftTokenDecoder, _FrozenDecoderLayer
-# Imported for its registration: a saved ILM holds a Q-Former, which
-# `keras.saving.load_model` finds by its registered name.
-from ilm_keras.models.qformer import QFormer  # noqa: F401
+# Imported here also for its registration: a saved ILM holds a Q-Former,
+# which `keras.saving.load_model` finds by its registered name.
+from ilm_keras.models.qformer import QFormer
 from ilm_keras.models.item_language_model_preprocessor import (
     ItemLanguageModelPreprocessor,
 )
@@ -344,8 +344,6 @@ class ItemLanguageModel(keras_hub.models.CausalLM):
     # ------------------------------------------------------------------
     @staticmethod
     def _resolve_qformer(item_encoder, qformer):
-        from ilm_keras.models.qformer import QFormer
-
         if item_encoder == "ilm":
             if not isinstance(qformer, QFormer):
                 raise TypeError(

@@ -668,16 +668,16 @@ np.savez(out, logits=keras.ops.convert_to_numpy(model.predict_on_batch(x)),
 """
 
 
-@pytest.mark.parametrize("item_encoder", ["mlp", "ilm"])
 def test_a_saved_model_gives_the_same_answers_on_the_other_backend(
-    item_encoder, mlp_models, ilm_model, tmp_path
+    ilm_model, tmp_path
 ):
-    """Saved on this backend, loaded on the other (float32): logits within
-    1e-4 and the same `recommend()` items, scores within 1e-4."""
+    """A Q-Former ILM saved on this backend and loaded on the other
+    (float32): logits within 1e-4 and the same `recommend()` items, scores
+    within 1e-4. (The MLP variant passed too; one subprocess is enough.)"""
     import subprocess
     import sys
 
-    model = mlp_models["llama"] if item_encoder == "mlp" else ilm_model
+    model = ilm_model
     path = str(tmp_path / "model.keras")
     model.save(path)
     x = model.preprocessor.generate_preprocess(PROMPTS, sequence_length=40)
