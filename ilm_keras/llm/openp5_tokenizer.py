@@ -176,7 +176,7 @@ class OpenP5Tokenizer(keras_hub.tokenizers.WordPieceTokenizer):
             outputs = tf.strings.regex_replace(outputs, _MENTION_GLUE, r"\1_\2")
             if self.item_indexing == "atomic":
                 outputs = tf.strings.regex_replace(
-                    outputs, r"\bitem([A-Za-z0-9]+)\b", r"item_\1"
+                    outputs, _ATOMIC_WORD.pattern, r"item_\1"
                 )
             return outputs
         if isinstance(outputs, (list, tuple)):
