@@ -36,9 +36,9 @@ from ilm_keras.experiments import pipeline as pl  # noqa: E402
 from ilm_keras.experiments.configs import config_from_flags  # noqa: E402
 from ilm_keras.experiments.configs import define_config_flags  # noqa: E402
 from ilm_keras.experiments.openp5 import load_dataset  # noqa: E402
-from ilm_keras.llm.backbone_pretraining import make_llama_backbone  # noqa: E402
-from ilm_keras.llm.backbone_pretraining import pretrain_backbone  # noqa: E402
-from ilm_keras.llm.openp5_tokenizer import OpenP5Tokenizer  # noqa: E402
+from ilm_keras.experiments.backbone_pretraining import make_llama_backbone  # noqa: E402
+from ilm_keras.experiments.backbone_pretraining import pretrain_backbone  # noqa: E402
+from ilm_keras.tokenizers.openp5_tokenizer import OpenP5Tokenizer  # noqa: E402
 from ilm_keras.utils.determinism import seed_everything  # noqa: E402
 from report import code_revision  # noqa: E402
 from report import command_line  # noqa: E402

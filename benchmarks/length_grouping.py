@@ -64,7 +64,7 @@ class _EpochClock:
 def _padding(split, config, tokenizer, group):
     """(real-token share, {width: batches}) of epoch 0's batches."""
     from ilm_keras.experiments import pipeline as pl
-    from ilm_keras.llm.backbone_pretraining import pretraining_batches
+    from ilm_keras.experiments.backbone_pretraining import pretraining_batches
 
     batches = pretraining_batches(
         tokenizer, **pl.llm_batch_args(
@@ -86,7 +86,7 @@ def main(argv):
     from ilm_keras import data as ild
     from ilm_keras.experiments import pipeline as pl
     from ilm_keras.experiments import quickstart_config
-    from ilm_keras.llm.openp5_tokenizer import OpenP5Tokenizer
+    from ilm_keras.tokenizers.openp5_tokenizer import OpenP5Tokenizer
 
     base = dataclasses.replace(
         quickstart_config(False, 0), llm_epochs=FLAGS.epochs, verbose=0)

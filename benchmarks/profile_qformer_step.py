@@ -207,8 +207,9 @@ def kernel_breakdown(hlo, trace_dir, on_gpu=False):
 
 def _matmul_shapes():
     """`(rows, in, out)` of the step's projections, largest first."""
-    b, h = FLAGS.batch_size, FLAGS.hidden_dim
-    n, t, k = FLAGS.num_query_tokens, FLAGS.text_length, FLAGS.num_cf_tokens
+    cfg = throughput.shape()  # the model shapes (--config, --set)
+    b, h = FLAGS.batch_size, cfg.qformer_hidden
+    n, t, k = cfg.num_query_tokens, cfg.qformer_text_length, cfg.num_cf_tokens
     return [
         ("self-attention QKV", b * (n + t), h, 3 * h),
         ("query FFN in", b * n, h, 4 * h),
@@ -220,6 +221,7 @@ def _matmul_shapes():
 
 def kernels():
     """JAX vs torch seconds of single kernels at the step's shapes."""
+    cfg = throughput.shape()  # the model shapes (--config, --set)
     import jax
     import jax.numpy as jnp
     import numpy as np
@@ -252,8 +254,8 @@ def kernels():
                          _seconds(peer, FLAGS.timing_steps), 2 * m * k * n))
     # The attention core of `QFormerAttention` (scores, mask, float32
     # softmax, weighted sum), forward + backward, against the same in torch.
-    b, heads = FLAGS.batch_size, FLAGS.num_heads
-    t, d = FLAGS.num_query_tokens + FLAGS.text_length, FLAGS.hidden_dim // heads
+    b, heads = FLAGS.batch_size, cfg.qformer_heads
+    t, d = cfg.num_query_tokens + cfg.qformer_text_length, cfg.qformer_hidden // heads
     (jq, jk, jv), (tq, tk, tv) = pair(*[(b, t, heads, d)] * 3)
     mask = np.ones((b, t, t), bool)
 
@@ -305,6 +307,7 @@ def hf():
 
 
 def main(argv):
+    cfg = throughput.shape()  # the model shapes (--config, --set)
     del argv
     import keras
 
@@ -330,8 +333,8 @@ def main(argv):
         f"Machine: {where}; {report.library_versions()}; code "
         f"{report.code_revision()}; load average at start "
         f"{', '.join(f'{x:.1f}' for x in load_start)}. Shape: hidden "
-        f"{FLAGS.hidden_dim}, {FLAGS.num_layers} layers, {FLAGS.num_query_tokens} "
-        f"queries + {FLAGS.text_length} text tokens, batch {b}; ours "
+        f"{cfg.qformer_hidden}, {cfg.qformer_layers} layers, {cfg.num_query_tokens} "
+        f"queries + {cfg.qformer_text_length} text tokens, batch {b}; ours "
         f"{policy}, torch {FLAGS.dtype}.",
         "",
         "| part | ilm_keras (JAX, ms) | HF torch eager (ms) | HF / ours |",
@@ -341,8 +344,8 @@ def main(argv):
         ours_ms, hf_ms = 1e3 * our_times[part], 1e3 * hf_times[part]
         lines.append(f"| {part} | {ours_ms:.1f} | {hf_ms:.1f} | {hf_ms / ours_ms:.2f}x |")
     flops = b * throughput.qformer_flops_per_example(
-        FLAGS.hidden_dim, FLAGS.num_layers, FLAGS.num_query_tokens,
-        FLAGS.text_length, FLAGS.num_cf_tokens, 4 * FLAGS.hidden_dim)
+        cfg.qformer_hidden, cfg.qformer_layers, cfg.num_query_tokens,
+        cfg.qformer_text_length, cfg.num_cf_tokens, 4 * cfg.qformer_hidden)
     achieved = flops / our_times["forward + backward"] / 1e12
     lines += [
         "",

@@ -237,7 +237,8 @@ def hf_recommend(model, prep, trie, prompts, num_beams, batch_size, device):
     import torch
 
     sequences = {tuple(s): i for i, s in enumerate(trie.sequences)}
-    layouts = [ids for ids, _ in prep._layout_prompts(prompts)[0]]
+    x = prep.recommend_preprocess(prompts)
+    layouts = [ids[:n].tolist() for ids, n in zip(x["token_ids"], x["lengths"])]
     tops = []
     for start in range(0, len(prompts), batch_size):
         chunk = layouts[start : start + batch_size]
@@ -347,7 +348,7 @@ def main(argv):
     )
     model = ItemLanguageModel(backbone, preprocessor, item_encoder="none")
     trie = model.item_trie()
-    lengths = [len(ids) for ids, _ in preprocessor._layout_prompts(prompts)[0]]
+    lengths = preprocessor.recommend_preprocess(prompts)["lengths"].tolist()
     print(
         f"prompts {len(prompts)} of {min(lengths)}-{max(lengths)} tokens; "
         f"trie {trie.num_nodes} nodes, widths {trie.beam_widths(FLAGS.num_beams)}",

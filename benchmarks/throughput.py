@@ -21,6 +21,13 @@ machine, versions and this command to `--output`. Ratios > 1 mean ilm_keras
 is faster.
 
     KERAS_BACKEND=tensorflow python benchmarks/throughput.py --torch_threads 2
+
+Model shapes come from the named config `throughput` (`--config`, `--set`);
+the shape flags of earlier versions map to config fields: `--hidden_dim` ->
+`--set qformer_hidden=`, `--num_layers` -> `qformer_layers`, `--num_heads` ->
+`qformer_heads`, `--text_length` -> `qformer_text_length`, `--num_query_tokens`,
+`--num_cf_tokens`, `--cf_dim`, `--llm_layers`, `--llm_hidden`, `--llm_heads`
+-> the same names, `--phase2_history` -> `max_history`.
 """
 
 import time
@@ -31,16 +38,16 @@ from absl import flags
 from report import report_header
 from report import write_report
 
+from ilm_keras.experiments.configs import config_from_flags
+from ilm_keras.experiments.configs import define_config_flags
+
 FLAGS = flags.FLAGS
 flags.DEFINE_list("sections", ["qformer", "phase1", "phase2"], "What to measure.")
+# The model shapes are pipeline knobs: `--config` (default `throughput`,
+# `ilm_keras/experiments/configs.py`) and `--set FIELD=VALUE`, e.g.
+# `--set qformer_hidden=768 --set qformer_layers=8 --set qformer_heads=12`.
+define_config_flags("throughput")
 flags.DEFINE_integer("batch_size", 16, "Examples per step.")
-flags.DEFINE_integer("hidden_dim", 256, "Q-Former width.")
-flags.DEFINE_integer("num_layers", 4, "Q-Former layers.")
-flags.DEFINE_integer("num_heads", 8, "Attention heads.")
-flags.DEFINE_integer("num_query_tokens", 32, "Learned queries.")
-flags.DEFINE_integer("text_length", 32, "Text tokens.")
-flags.DEFINE_integer("num_cf_tokens", 8, "CF key/value tokens.")
-flags.DEFINE_integer("cf_dim", 64, "CF embedding dimension.")
 flags.DEFINE_integer("vocabulary_size", 8000, "Text vocabulary.")
 flags.DEFINE_integer("steps", 12, "Timed steps per chunk (a multiple of 3 keeps phase-1 batch kinds even).")
 flags.DEFINE_integer("repeats", 3, "Measurements; the median is reported.")
@@ -63,12 +70,9 @@ flags.DEFINE_list(
 flags.DEFINE_float("peak_tflops", 0.0, "Device peak TFLOP/s for MFU (0: skip).")
 flags.DEFINE_string("device", "cpu", "torch device for the HF peer.")
 flags.DEFINE_integer("torch_threads", 0, "torch CPU threads (0: torch's default).")
-flags.DEFINE_integer("llm_layers", 4, "phase2: Llama backbone layers.")
-flags.DEFINE_integer("llm_hidden", 256, "phase2: Llama backbone width.")
-flags.DEFINE_integer("llm_heads", 8, "phase2: Llama backbone heads.")
 flags.DEFINE_integer("phase2_query_tokens", 4,
-                     "phase2: soft tokens per mentioned item/user.")
-flags.DEFINE_integer("phase2_history", 10, "phase2: items mentioned per prompt.")
+                     "phase2: soft tokens per mentioned item/user (the "
+                     "qformer section times the config's num_query_tokens).")
 flags.DEFINE_string(
     "phase2_llm", "llama",
     "phase2: 'llama' (random keras-hub Llama at the --llm_* size, the OpenP5 "
@@ -77,6 +81,15 @@ flags.DEFINE_string(
 flags.DEFINE_string(
     "output", "benchmarks/results/throughput.md", "Markdown results file."
 )
+
+
+def shape():
+    """The model shapes: the `PipelineConfig` of `--config` and `--set`
+    (Q-Former: `qformer_hidden`, `qformer_layers`, `qformer_heads`,
+    `num_query_tokens`, `qformer_text_length`, `num_cf_tokens`, `cf_dim`;
+    phase 2: `llm_layers`, `llm_hidden`, `llm_heads`, and `max_history`
+    items mentioned per prompt)."""
+    return config_from_flags()
 
 
 def qformer_flops_per_example(h, layers, n, text, k, inter, cross_every=1):
@@ -127,10 +140,11 @@ def _median_seconds(run, steps, repeats):
 
 
 def _data(np):
+    cfg = shape()  # the model shapes (--config, --set)
     rng = np.random.default_rng(0)
-    b, l = FLAGS.batch_size, FLAGS.text_length
+    b, l = FLAGS.batch_size, cfg.qformer_text_length
     return {
-        "cf_embedding": rng.normal(size=(b, FLAGS.cf_dim)).astype("float32"),
+        "cf_embedding": rng.normal(size=(b, cfg.cf_dim)).astype("float32"),
         "token_ids": rng.integers(1, FLAGS.vocabulary_size, (b, l)).astype("int32"),
         "padding_mask": np.ones((b, l), bool),
     }
@@ -138,14 +152,15 @@ def _data(np):
 
 def make_qformer(**overrides):
     """Our `QFormer` at the flags' shape (`overrides` win)."""
+    cfg = shape()  # the model shapes (--config, --set)
     import ilm_keras
 
     config = dict(
-        vocabulary_size=FLAGS.vocabulary_size, cf_dim=FLAGS.cf_dim,
-        num_layers=FLAGS.num_layers, hidden_dim=FLAGS.hidden_dim,
-        num_heads=FLAGS.num_heads, intermediate_dim=4 * FLAGS.hidden_dim,
-        num_query_tokens=FLAGS.num_query_tokens,
-        max_text_length=FLAGS.text_length, num_cf_tokens=FLAGS.num_cf_tokens,
+        vocabulary_size=FLAGS.vocabulary_size, cf_dim=cfg.cf_dim,
+        num_layers=cfg.qformer_layers, hidden_dim=cfg.qformer_hidden,
+        num_heads=cfg.qformer_heads, intermediate_dim=4 * cfg.qformer_hidden,
+        num_query_tokens=cfg.num_query_tokens,
+        max_text_length=cfg.qformer_text_length, num_cf_tokens=cfg.num_cf_tokens,
     )
     config.update(overrides)
     return ilm_keras.QFormer(**config)
@@ -190,18 +205,19 @@ def hf_peer_model():
     """HF `Blip2QFormerModel` plus the pieces ours has (learned queries, word
     and position embeddings, the CF -> k tokens projection), at the flags'
     shape; `forward(cf, token_ids)` returns the benchmark's loss."""
+    cfg = shape()  # the model shapes (--config, --set)
     import torch
     from transformers import Blip2QFormerConfig
     from transformers import Blip2QFormerModel
 
     torch.manual_seed(0)
-    h = FLAGS.hidden_dim
+    h = cfg.qformer_hidden
     config = Blip2QFormerConfig(
         vocab_size=FLAGS.vocabulary_size, hidden_size=h,
-        num_hidden_layers=FLAGS.num_layers, num_attention_heads=FLAGS.num_heads,
+        num_hidden_layers=cfg.qformer_layers, num_attention_heads=cfg.qformer_heads,
         intermediate_size=4 * h, hidden_dropout_prob=0.0,
         attention_probs_dropout_prob=0.0, cross_attention_frequency=1,
-        encoder_hidden_size=h, max_position_embeddings=FLAGS.text_length,
+        encoder_hidden_size=h, max_position_embeddings=cfg.qformer_text_length,
         use_qformer_text_input=True,
     )
 
@@ -210,19 +226,19 @@ def hf_peer_model():
             super().__init__()
             self.qformer = Blip2QFormerModel(config)
             self.queries = torch.nn.Parameter(
-                0.02 * torch.randn(1, FLAGS.num_query_tokens, h))
+                0.02 * torch.randn(1, cfg.num_query_tokens, h))
             self.words = torch.nn.Embedding(FLAGS.vocabulary_size, h)
-            self.positions = torch.nn.Embedding(FLAGS.text_length, h)
-            self.cf = torch.nn.Linear(FLAGS.cf_dim, FLAGS.num_cf_tokens * h)
+            self.positions = torch.nn.Embedding(cfg.qformer_text_length, h)
+            self.cf = torch.nn.Linear(cfg.cf_dim, cfg.num_cf_tokens * h)
             self.cf_norm = torch.nn.LayerNorm(h)
 
         def forward(self, cf, token_ids):
             b = cf.shape[0]
             text = self.words(token_ids) + self.positions.weight[None]
             rows = torch.cat([self.queries.expand(b, -1, -1), text], dim=1)
-            kv = self.cf_norm(self.cf(cf).view(b, FLAGS.num_cf_tokens, h))
+            kv = self.cf_norm(self.cf(cf).view(b, cfg.num_cf_tokens, h))
             out = self.qformer(query_embeds=rows,
-                               query_length=FLAGS.num_query_tokens,
+                               query_length=cfg.num_query_tokens,
                                encoder_hidden_states=kv).last_hidden_state
             return (out.float() ** 2).mean()
 
@@ -292,6 +308,7 @@ def time_hf_qformer(compiled):
 
 def time_phase1_step():
     """Seconds per `QFormerPretrainer` step with every loss enabled."""
+    cfg = shape()  # the model shapes (--config, --set)
     import keras
     import numpy as np
 
@@ -301,10 +318,10 @@ def time_phase1_step():
         keras.config.set_dtype_policy("mixed_bfloat16")
     rng = np.random.default_rng(0)
     num_items = num_users = 4 * FLAGS.batch_size
-    item_table = rng.normal(size=(num_items, FLAGS.cf_dim)).astype("float32")
-    user_table = rng.normal(size=(num_users, FLAGS.cf_dim)).astype("float32")
+    item_table = rng.normal(size=(num_items, cfg.cf_dim)).astype("float32")
+    user_table = rng.normal(size=(num_users, cfg.cf_dim)).astype("float32")
     token_ids = rng.integers(6, FLAGS.vocabulary_size,
-                             (num_items, FLAGS.text_length)).astype("int32")
+                             (num_items, cfg.qformer_text_length)).astype("int32")
     token_ids[:, 0] = 2
     mask = np.ones_like(token_ids, bool)
     dataset, _ = ilm_keras.make_phase1_dataset(
@@ -326,23 +343,24 @@ def time_phase2_step():
     """Seconds per `ItemLanguageModel` step (Q-Former encoder, frozen LLM),
     with logits at the response positions only and, in the same run, at
     every position (what a keras-hub `CausalLM` computes)."""
+    cfg = shape()  # the model shapes (--config, --set)
     import keras
     import numpy as np
 
     import ilm_keras
-    from ilm_keras.llm import OpenP5Tokenizer
+    from ilm_keras.tokenizers import OpenP5Tokenizer
     from ilm_keras.llm import load_causal_lm
-    from ilm_keras.llm import make_llama_backbone
+    from ilm_keras.experiments.backbone_pretraining import make_llama_backbone
 
     if FLAGS.dtype == "bfloat16":
         keras.config.set_dtype_policy("mixed_bfloat16")
     rng = np.random.default_rng(0)
-    num_items, num_users, n = 1000, 500, FLAGS.phase2_history
+    num_items, num_users, n = 1000, 500, cfg.max_history
     if FLAGS.phase2_llm == "llama":
         tokenizer = OpenP5Tokenizer.from_texts([])
         backbone = make_llama_backbone(
-            tokenizer.vocabulary_size(), num_layers=FLAGS.llm_layers,
-            hidden_dim=FLAGS.llm_hidden, num_heads=FLAGS.llm_heads)
+            tokenizer.vocabulary_size(), num_layers=cfg.llm_layers,
+            hidden_dim=cfg.llm_hidden, num_heads=cfg.llm_heads)
     else:
         backbone, tokenizer = load_causal_lm(
             FLAGS.phase2_llm,
@@ -365,8 +383,8 @@ def time_phase2_step():
         backbone=backbone, preprocessor=preprocessor, item_encoder="ilm",
         qformer=make_qformer(num_query_tokens=FLAGS.phase2_query_tokens,
                              dropout=0.1),
-        item_embeddings=rng.normal(size=(num_items, FLAGS.cf_dim)).astype("float32"),
-        user_embeddings=rng.normal(size=(num_users, FLAGS.cf_dim)).astype("float32"),
+        item_embeddings=rng.normal(size=(num_items, cfg.cf_dim)).astype("float32"),
+        user_embeddings=rng.normal(size=(num_users, cfg.cf_dim)).astype("float32"),
     )
     x, y, weight = preprocessor({"prompts": prompts, "responses": responses})
     model.compile(optimizer=keras.optimizers.AdamW(1e-4),
@@ -391,15 +409,17 @@ def time_phase2_step():
 
 
 def main(argv):
+    cfg = shape()  # the model shapes (--config, --set)
     del argv
     import keras
 
     rows = []
     b = FLAGS.batch_size
-    shape = (f"hidden {FLAGS.hidden_dim}, {FLAGS.num_layers} layers, "
-             f"{FLAGS.num_heads} heads, {FLAGS.num_query_tokens} queries + "
-             f"{FLAGS.text_length} text tokens, {FLAGS.num_cf_tokens} CF tokens, "
-             f"batch {b}, {FLAGS.dtype}")
+    shape_text = (
+        f"hidden {cfg.qformer_hidden}, {cfg.qformer_layers} layers, "
+        f"{cfg.qformer_heads} heads, {cfg.num_query_tokens} queries + "
+        f"{cfg.qformer_text_length} text tokens, {cfg.num_cf_tokens} CF "
+        f"tokens, batch {b}, {FLAGS.dtype}")
     if "qformer" in FLAGS.sections:
         policies = FLAGS.keras_policies or [
             "mixed_bfloat16" if FLAGS.dtype == "bfloat16" else "float32"]
@@ -413,8 +433,8 @@ def main(argv):
                    for p in policies for j in jit_modes}
         ours, params = next(iter(timings.values()))
         flops = qformer_flops_per_example(
-            FLAGS.hidden_dim, FLAGS.num_layers, FLAGS.num_query_tokens,
-            FLAGS.text_length, FLAGS.num_cf_tokens, 4 * FLAGS.hidden_dim) * b
+            cfg.qformer_hidden, cfg.qformer_layers, cfg.num_query_tokens,
+            cfg.qformer_text_length, cfg.num_cf_tokens, 4 * cfg.qformer_hidden) * b
         peers = {"HF Blip2QFormerModel eager": time_hf_qformer(False)}
         if FLAGS.torch_compile:
             peers["HF Blip2QFormerModel torch.compile"] = time_hf_qformer(True)
@@ -440,7 +460,7 @@ def main(argv):
                      b / seconds, None, "-"))
     if "phase2" in FLAGS.sections:
         seconds, length, trainable, llm = time_phase2_step()
-        what = (f"phase-2 step ({llm}, frozen; {FLAGS.phase2_history} items"
+        what = (f"phase-2 step ({llm}, frozen; {cfg.max_history} items"
                 f" + 1 user per prompt x {FLAGS.phase2_query_tokens} soft "
                 f"tokens; sequence {length}; {trainable:,} trainable)")
         fast = seconds["response positions"]
@@ -452,7 +472,7 @@ def main(argv):
                      seconds["every position"] / fast, "-"))
 
     lines = report_header("Throughput") + [
-        f"Shape: {shape}. Median of {FLAGS.repeats} chunks of {FLAGS.steps} "
+        f"Shape: {shape_text}. Median of {FLAGS.repeats} chunks of {FLAGS.steps} "
         "steps (ours: inside one `fit`, after a compiling chunk; HF: after "
         "3 warm-up steps).",
         "",

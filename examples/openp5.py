@@ -30,14 +30,17 @@ Data: `--data_dir/<dataset>/user_sequence.txt` + OpenP5's index files. ML100K
 item texts (for phase 1) come from `--item_texts_from` (default
 `../shared/data/ml-100k`). Beauty has no item texts here: `ilm` (phase 1 needs
 item-text pairs) stops with an error naming that; run `ilm_rand`, `mlp`, `none`.
+
+The same run from the package's entry point (every variant in one command):
+
+    python -m ilm_keras.experiments run --config openp5_cpu \
+        --data ../shared/data/openp5/ML100K --variant ilm --work_dir runs/ml100k
 """
 
-from ilm_keras.utils.quiet import fit_verbosity
 from ilm_keras.utils.quiet import quiet_backend_logs
 
 quiet_backend_logs()  # before TensorFlow/JAX are imported
 
-import dataclasses
 import os
 
 from absl import app
@@ -45,9 +48,7 @@ from absl import flags
 
 from ilm_keras.experiments.configs import config_from_flags
 from ilm_keras.experiments.configs import define_config_flags
-from ilm_keras.experiments.openp5 import dataset_config
-from ilm_keras.experiments.openp5 import load_dataset
-from ilm_keras.experiments.openp5 import run_openp5_cell
+from ilm_keras.experiments.openp5 import run_openp5
 
 FLAGS = flags.FLAGS
 define_config_flags("openp5_cpu")
@@ -66,20 +67,10 @@ flags.DEFINE_integer("sample_users", 2000,
 
 def main(argv):
     del argv
-    texts = FLAGS.item_texts_from
-    if texts is None and FLAGS.dataset == "ML100K":
-        texts = os.path.join(os.path.dirname(FLAGS.data_dir.rstrip("/")), "ml-100k")
-    data = load_dataset(FLAGS.data_dir, FLAGS.dataset, item_texts_from=texts)
-    config = dataset_config(config_from_flags(), data,
-                            sample_users=FLAGS.sample_users)
-    # Progress bars on a terminal; one line per epoch into a file or pipe.
-    config = dataclasses.replace(config, verbose=fit_verbosity(config.verbose))
-    shared = FLAGS.shared_dir or os.path.join(
-        os.path.dirname(os.path.abspath(FLAGS.output_dir)),
-        f"shared_{FLAGS.dataset}_seed{config.seed}",
-    )
-    run_openp5_cell(data, FLAGS.variant, config, FLAGS.output_dir,
-                    shared_dir=shared)
+    run_openp5(os.path.join(FLAGS.data_dir, FLAGS.dataset), config_from_flags(),
+               FLAGS.output_dir, variant=FLAGS.variant,
+               shared_dir=FLAGS.shared_dir, sample_users=FLAGS.sample_users,
+               item_texts_from=FLAGS.item_texts_from)
     with open(os.path.join(FLAGS.output_dir, "results.md")) as f:
         print(f.read())
 

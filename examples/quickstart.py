@@ -29,71 +29,42 @@ setting in which the CF soft tokens help here. Replace a field with `--set`,
 e.g. `--set seed=1` or `--set phase2_train_llm=false` (the paper's frozen
 LLM). `--small` gives a one-minute smoke run.
 
+The same run from the package's entry point:
+`python -m ilm_keras.experiments run --config quickstart --work_dir runs/quickstart`.
+
 `benchmarks/quickstart_backends.py` runs this script per backend and seed and
 writes the times, metrics and replies to `benchmarks/results/quickstart.md`.
 """
 
-from ilm_keras.utils.quiet import fit_verbosity
 from ilm_keras.utils.quiet import quiet_backend_logs
 
 quiet_backend_logs()  # before TensorFlow/JAX are imported
 
-import dataclasses
-import json
-import time
-
 from absl import app
 from absl import flags
 
-from ilm_keras.experiments import run_synthetic
-from ilm_keras.experiments.configs import QUICKSTART_DATA
-from ilm_keras.experiments.configs import QUICKSTART_SMALL_DATA
 from ilm_keras.experiments.configs import config_from_flags
 from ilm_keras.experiments.configs import define_config_flags
+from ilm_keras.experiments.synthetic import run_quickstart
+from ilm_keras.experiments.synthetic import synthetic_sizes
 
 FLAGS = flags.FLAGS
 define_config_flags("quickstart")
 flags.DEFINE_bool("small", False, "A much smaller, one-minute smoke run "
                   "(--config quickstart_small on smaller data).")
 flags.DEFINE_string("output", None, "Optional JSON file for the results.")
+flags.DEFINE_string("preset_dir", "runs/quickstart/preset",
+                    "Where the trained ILM is saved, as a keras-hub preset "
+                    "(`ItemLanguageModel.from_preset`); '' to skip.")
 
 
 def main(argv):
     del argv
     if FLAGS.small and FLAGS.config == "quickstart":
         FLAGS.config = "quickstart_small"
-    config = config_from_flags()
-    # Progress bars on a terminal; one line per epoch into a file or pipe.
-    config = dataclasses.replace(config, verbose=fit_verbosity(config.verbose))
-    sizes = QUICKSTART_SMALL_DATA if FLAGS.small else QUICKSTART_DATA
-    start = time.time()
-    results = run_synthetic(config, **sizes)
-    total = time.time() - start
-
-    print("\nTest, sequential task, seen template 0, history items excluded:")
-    rows = [("random ranking", results["random"]),
-            ("iALS dot product", results["cf_dot_product"])]
-    rows += [(f"{'OpenP5-R' if v == 'none' else v.upper()} ({v})", m)
-             for v, m in results["metrics"].items()]
-    for name, m in rows:
-        print(f"  {name:>22}: HR@10 {m['HR@10']:.4f}  NDCG@10 {m['NDCG@10']:.4f}")
-    describe = results["describe"]
-    print("\n\"What is item_<id> about?\" for " + str(
-        next(iter(describe.values()))["items"]) + " items, share whose reply "
-        "names exactly the item's genres: " + ", ".join(
-            f"{v} {d['genres_correct']:.2f}" for v, d in describe.items()))
-    chat = results["conversation"]
-    print(f"\nuser: {chat['prompt']}\nILM:  {chat['reply']}\n"
-          f"(item text: {chat['reference']})")
-    print(f"\ntotal {total:.0f}s; per phase: "
-          + ", ".join(f"{k} {v:.0f}s" for k, v in results["seconds"].items()))
-    if FLAGS.output:
-        keep = {k: results[k] for k in
-                ("metrics", "cf_dot_product", "random", "conversation", "describe",
-                 "seconds")}
-        keep["config"] = config.to_dict()
-        with open(FLAGS.output, "w") as f:
-            json.dump(keep, f, indent=2)
+    sizes = synthetic_sizes("quickstart_small" if FLAGS.small else "quickstart")
+    run_quickstart(config_from_flags(), sizes, output=FLAGS.output,
+                   preset_dir=FLAGS.preset_dir or None)
 
 
 if __name__ == "__main__":

@@ -31,21 +31,22 @@ from ilm_keras.version import __version__
 
 # Public name -> the module that defines it.
 _EXPORTS = {
-    "make_phase1_dataset": "ilm_keras.data.phase1_batches",
+    "make_phase1_dataset": "ilm_keras.models.phase1_batches",
     "ItemTrie": "ilm_keras.generation.item_trie",
     "LinearAdaptor": "ilm_keras.layers.item_adaptor",
     "MLPAdaptor": "ilm_keras.layers.item_adaptor",
     "ItemLanguageModel": "ilm_keras.models.item_language_model",
+    "ItemLanguageModelBackbone": "ilm_keras.models.item_language_model_backbone",
     "ItemLanguageModelPreprocessor": (
         "ilm_keras.models.item_language_model_preprocessor"
     ),
     "QFormer": "ilm_keras.models.qformer",
     "QFormerPretrainer": "ilm_keras.models.qformer_pretrainer",
-    "QFormerTokenizer": "ilm_keras.models.qformer_tokenizer",
+    "QFormerTokenizer": "ilm_keras.tokenizers.qformer_tokenizer",
 }
 _SUBPACKAGES = (
-    "cf", "data", "distribution", "experiments", "generation", "layers", "llm",
-    "metrics", "models", "utils",
+    "cf", "chat", "data", "distribution", "experiments", "generation", "layers",
+    "llm", "metrics", "models", "serve", "tokenizers", "utils",
 )
 
 __all__ = sorted(_EXPORTS) + list(_SUBPACKAGES) + ["__version__"]

@@ -44,8 +44,8 @@ def tables(dim=CF_DIM):
 def build_ilm(item_embeddings=None, user_embeddings=None, **kwargs):
     from ilm_keras import ItemLanguageModel
     from ilm_keras import ItemLanguageModelPreprocessor
-    from ilm_keras.llm import OpenP5Tokenizer
-    from ilm_keras.llm import make_llama_backbone
+    from ilm_keras.tokenizers import OpenP5Tokenizer
+    from ilm_keras.experiments.backbone_pretraining import make_llama_backbone
 
     tokenizer = OpenP5Tokenizer.from_texts(["watched"])
     backbone = make_llama_backbone(

@@ -5,7 +5,7 @@
 # steps_per_execution) against HF, then recommend() against HF generate.
 set -u
 source "$(dirname "$0")/setup.sh"
-SHAPE="--batch_size 256 --hidden_dim 768 --num_layers 8 --num_heads 12"
+SHAPE="--batch_size 256 --set qformer_hidden=768 --set qformer_layers=8 --set qformer_heads=12"
 timeout 150 python3 benchmarks/profile_qformer_step.py --device cuda \
   --dtype bfloat16 $SHAPE --peak_tflops 989 \
   --output "$OUT/profile_qformer_step_gpu.md" > "$OUT/profile_gpu.log" 2>&1

@@ -8,7 +8,7 @@ python3 benchmarks/gpu_checks.py 2>&1 | grep -E "^(k=|GPU|devices)" | tee "$OUT/
 for width in 768 1024; do
   heads=$(( width / 64 ))
   timeout 200 python3 benchmarks/throughput.py --sections qformer --dtype bfloat16 \
-    --batch_size 256 --hidden_dim $width --num_layers 8 --num_heads $heads \
+    --batch_size 256 --set qformer_hidden=$width --set qformer_layers=8 --set qformer_heads=$heads \
     --device cuda --torch_compile --peak_tflops 989 \
     --output "$OUT/throughput_gpu_$width.md" 2>&1 | grep -E "^\||parameters|Error|error" | tail -20
 done

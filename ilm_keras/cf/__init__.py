@@ -8,6 +8,7 @@
 """
 
 from ilm_keras.cf.embeddings import CFEmbeddings
+from ilm_keras.cf.embeddings import check_table
 from ilm_keras.cf.ials import IALS
 from ilm_keras.cf.interaction_matrix import interaction_matrix
 from ilm_keras.cf.tfrs_mf import TFRSMatrixFactorization

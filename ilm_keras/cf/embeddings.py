@@ -17,24 +17,56 @@ _KEYS = (
 )
 
 
-def _as_float32_table(name, table):
-    table = np.asarray(table)
+def check_table(table, name, dim=None, dim_of="the item encoder"):
+    """A CF table as float32 numpy `[rows, dim]`, validated: the one check
+    every CF table passes (`CFEmbeddings`, `make_phase1_dataset`,
+    `ItemLanguageModelBackbone`).
+
+    Args:
+        table: array-like (numpy, a backend tensor or a Keras variable).
+        name: the argument's name, for error messages.
+        dim: optional int, the dimension the table must have.
+        dim_of: what expects `dim`, for the error message.
+
+    Returns:
+        The table as a float32 numpy array.
+
+    Raises:
+        ValueError: if the table is not 2-D, not floating-point (integer
+            ids passed as embeddings), holds NaN or inf, or has another
+            dimension than `dim`.
+
+    Example:
+    ```python
+    items = check_table(item_table, "item_embeddings", dim=32)
+    ```
+    """
+    if not isinstance(table, np.ndarray):
+        if hasattr(table, "shape") and hasattr(table, "dtype"):
+            import keras  # Only for backend tensors and variables.
+
+            table = keras.ops.convert_to_numpy(table)
+        table = np.asarray(table)
     if table.ndim != 2:
         raise ValueError(
-            f"`{name}` must be 2-D [rows, dim]; got shape {table.shape}."
+            f"`{name}` must be a 2-D array [rows, dim], got shape {table.shape}."
         )
     if not np.issubdtype(table.dtype, np.floating):
         raise ValueError(
-            f"`{name}` must hold floating-point values; got dtype "
-            f"{table.dtype}."
+            f"`{name}` must hold floating-point values, got dtype {table.dtype}."
         )
     table = table.astype(np.float32, copy=False)
     bad = ~np.isfinite(table)
     if bad.any():
-        row = int(np.argwhere(bad)[0][0])
+        rows = np.unique(np.nonzero(bad)[0])
         raise ValueError(
-            f"`{name}` has {int(bad.sum())} non-finite values (NaN or inf); "
-            f"the first is in row {row}."
+            f"`{name}` holds NaN or inf in {len(rows)} row(s), first rows: "
+            f"{rows[:10].tolist()}. CF embeddings must be finite."
+        )
+    if dim is not None and table.shape[1] != dim:
+        raise ValueError(
+            f"`{name}` has dimension {table.shape[1]} but {dim_of} expects "
+            f"cf_dim={dim}."
         )
     return table
 
@@ -111,8 +143,8 @@ class CFEmbeddings:
         method="unknown",
         config=None,
     ):
-        self.user_table = _as_float32_table("user_table", user_table)
-        self.item_table = _as_float32_table("item_table", item_table)
+        self.user_table = check_table(user_table, "user_table")
+        self.item_table = check_table(item_table, "item_table")
         if self.user_table.shape[1] != self.item_table.shape[1]:
             raise ValueError(
                 "`user_table` and `item_table` must have the same embedding "

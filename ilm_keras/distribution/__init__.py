@@ -7,9 +7,14 @@ Public API:
         layout map composed with the Q-Former, adaptor and CF table layouts,
         for `keras.distribution.ModelParallel` (JAX).
 
-Data parallelism needs nothing of ours: `keras.distribution.DataParallel`
-on JAX, a `tf.distribute` strategy's `scope()` on TensorFlow (see the
-README's "Distribution" section for what is tested).
+    process_shard(dataset, num_processes=None, process_id=None)
+        -> tf.data.Dataset: this process's rows of every batch, for a
+        multi-process `DataParallel(auto_shard_dataset=False)` run.
+
+Data parallelism in one process needs nothing of ours:
+`keras.distribution.DataParallel` on JAX, a `tf.distribute` strategy's
+`scope()` on TensorFlow (see the README's "Distribution" section for what
+is tested).
 
 Example:
 ```python
@@ -24,5 +29,6 @@ keras.distribution.set_distribution(
 """
 
 from ilm_keras.distribution.layout_map import layout_map
+from ilm_keras.distribution.process_shard import process_shard
 
-__all__ = ["layout_map"]
+__all__ = ["layout_map", "process_shard"]

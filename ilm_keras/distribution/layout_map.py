@@ -57,9 +57,10 @@ def _find_backbone(model):
         return None
     if isinstance(model, type):
         return model if issubclass(model, keras_hub.models.Backbone) else None
-    if isinstance(model, keras_hub.models.Backbone):
-        return model
-    return getattr(model, "backbone", None)
+    if not isinstance(model, keras_hub.models.Backbone):
+        model = getattr(model, "backbone", None)
+    # An `ItemLanguageModelBackbone` wraps the keras-hub LLM as `llm`.
+    return getattr(model, "llm", model)
 
 
 def _mesh_axis_size(device_mesh, axis):

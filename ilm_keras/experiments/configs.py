@@ -18,9 +18,15 @@ script keeps a copy of the settings that could drift.
 - `paper`: the ILM paper's OpenP5 setting as far as it is specified (8-layer
   Q-Former and decoder, random item indexing, the user's CF table row,
   history of 20): for accelerators; a 2-core CPU cannot train it.
+- `throughput`: the model shapes `benchmarks/throughput.py` times (Q-Former
+  and decoder sizes only; not a training recipe).
+
+`python -m ilm_keras.experiments configs [NAME]` lists them and prints one's
+fields; `python -m ilm_keras.experiments run --config NAME` runs one.
 """
 
 import dataclasses
+import difflib
 import typing
 
 from absl import flags
@@ -29,6 +35,7 @@ from ilm_keras.experiments.pipeline import PipelineConfig
 
 
 def _quickstart():
+    """Every phase on the built-in synthetic data, minutes on a laptop CPU."""
     return PipelineConfig(
         max_history=10, cf_dim=32, qformer_layers=2, qformer_hidden=64,
         qformer_heads=4, num_query_tokens=4, num_cf_tokens=4,
@@ -62,6 +69,7 @@ QUICKSTART_SMALL_DATA = dict(num_users=60, num_items=24, num_clusters=3,
 
 
 def _quickstart_small():
+    """The pipeline at test size (about a minute on a 2-core CPU)."""
     return PipelineConfig(
         max_history=5, cf_dim=16, qformer_layers=1, qformer_hidden=32,
         qformer_heads=2, num_query_tokens=2, num_cf_tokens=2,
@@ -77,6 +85,7 @@ def _quickstart_small():
 
 
 def _openp5_cpu():
+    """One OpenP5 cell sized for a 2-core CPU (within an hour per seed)."""
     return PipelineConfig(
         max_history=20, cf_dim=64, cf_regularization=50.0, cf_alpha=10.0,
         qformer_layers=2, qformer_hidden=64, qformer_heads=4,
@@ -93,6 +102,7 @@ def _openp5_cpu():
 
 
 def _paper():
+    """The ILM paper's OpenP5 setting as far as specified (accelerators)."""
     return PipelineConfig(
         max_history=20, cf_dim=64, qformer_layers=8, qformer_hidden=768,
         qformer_heads=12, num_query_tokens=32, num_cf_tokens=8,
@@ -104,12 +114,34 @@ def _paper():
     )
 
 
+def _throughput():
+    """The model shapes `benchmarks/throughput.py` times (not for training)."""
+    return PipelineConfig(
+        max_history=10, cf_dim=64, qformer_layers=4, qformer_hidden=256,
+        qformer_heads=8, num_query_tokens=32, num_cf_tokens=8,
+        qformer_text_length=32, llm_layers=4, llm_hidden=256, llm_heads=8,
+    )
+
+
 NAMED_CONFIGS = {
     "quickstart": _quickstart,
     "quickstart_small": _quickstart_small,
     "openp5_cpu": _openp5_cpu,
     "paper": _paper,
+    "throughput": _throughput,
 }
+
+
+def describe_config(name):
+    """One line on what the named config `name` is for.
+
+    Example:
+    ```python
+    describe_config("openp5_cpu")  # "One OpenP5 cell sized for a 2-core ..."
+    ```
+    """
+    get_config(name)  # raises for an unknown name
+    return NAMED_CONFIGS[name].__doc__.strip().splitlines()[0]
 
 
 def get_config(name, **overrides):
@@ -117,7 +149,7 @@ def get_config(name, **overrides):
 
     Args:
         name: one of `NAMED_CONFIGS` (`"quickstart"`, `"quickstart_small"`,
-            `"openp5_cpu"`, `"paper"`).
+            `"openp5_cpu"`, `"paper"`, `"throughput"`).
         **overrides: fields to replace, e.g. `seed=1`.
 
     Returns:
@@ -158,8 +190,13 @@ def parse_overrides(assignments):
             raise ValueError(f"Expected FIELD=VALUE, got {assignment!r}.")
         name, text = (part.strip() for part in assignment.split("=", 1))
         if name not in types:
+            close = difflib.get_close_matches(name, list(types), n=1)
+            hint = (f" Did you mean {close[0]!r}?" if close else
+                    " `python -m ilm_keras.experiments configs NAME` lists "
+                    "the fields.")
             raise ValueError(
                 f"Unknown PipelineConfig field {name!r} in {assignment!r}."
+                + hint
             )
         kind = types[name]
         if text.lower() == "none":

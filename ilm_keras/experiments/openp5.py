@@ -6,11 +6,12 @@ import time
 
 from ilm_keras import data as ild
 from ilm_keras.experiments import pipeline as pl
-from ilm_keras.llm.openp5_tokenizer import OpenP5Tokenizer
+from ilm_keras.tokenizers.openp5_tokenizer import OpenP5Tokenizer
 from ilm_keras.models.qformer import QFormer  # noqa: F401 (registers it)
 from ilm_keras.models.qformer_pretrainer import LOSS_SETS
 from ilm_keras.utils import files
 from ilm_keras.utils.determinism import seed_everything
+from ilm_keras.utils.quiet import fit_verbosity
 from ilm_keras.utils.resume import TrainingBackup
 
 METRIC_KEYS = ("HR@5", "NDCG@5", "HR@10", "NDCG@10")
@@ -230,10 +231,63 @@ def run_openp5_cell(data, variant, config, output_dir, shared_dir=None,
         "seconds": {**shared["seconds"], "phase2": phase2_seconds,
                     "test": time.time() - t, "total": time.time() - start},
     }
+    # The trained model, loadable anywhere with `ItemLanguageModel.from_preset`.
+    results["preset"] = os.path.join(output_dir, "preset")
+    files.save_preset(model, results["preset"])
+    log(f"preset: {results['preset']}")
     _text_dump(os.path.join(output_dir, "results.md"), results_markdown(results))
     _json_dump(results_path, results)  # last: it marks the cell done
     backup.clear()
     return results
+
+
+def run_openp5(dataset_dir, config, output_dir, variant="ilm", shared_dir=None,
+               sample_users=2000, item_texts_from=None, log=print):
+    """One OpenP5 cell from a dataset folder: what `examples/openp5.py` and
+    `python -m ilm_keras.experiments run --data <folder>` run.
+
+    Loads the folder (`load_dataset`), applies the dataset's settings
+    (`dataset_config`) and `fit_verbosity` (progress bars on a terminal, one
+    line per epoch into a file or pipe), then `run_openp5_cell`.
+
+    Args:
+        dataset_dir: an OpenP5 dataset folder, e.g.
+            `../shared/data/openp5/ML100K` (`user_sequence.txt` and OpenP5's
+            index files); its name is the dataset's.
+        config: `PipelineConfig`.
+        output_dir: this cell's folder (`results.json`, `results.md`).
+        variant: `"none"`, `"mlp"`, `"ilm_rand"` or `"ilm"`.
+        shared_dir: folder of the CF / phase-1 / LLM outputs shared by the
+            variants of one dataset and config (default:
+            `<output_dir>/../shared_<dataset>_seed<seed>`).
+        sample_users: datasets with more test users are scored on a fixed
+            random sample of this many (`dataset_config`).
+        item_texts_from: MovieLens folder with the item texts (default for
+            ML100K: `<dataset_dir>/../../ml-100k`).
+        log: print function.
+
+    Returns:
+        The results dict (also in `<output_dir>/results.json`).
+
+    Example:
+    ```python
+    run_openp5("../shared/data/openp5/ML100K", get_config("openp5_cpu"),
+               "runs/ml100k_ilm", variant="ilm")
+    ```
+    """
+    dataset_dir = os.path.abspath(dataset_dir.rstrip("/"))
+    data_dir, dataset = os.path.split(dataset_dir)
+    if item_texts_from is None and dataset == "ML100K":
+        item_texts_from = os.path.join(os.path.dirname(data_dir), "ml-100k")
+    data = load_dataset(data_dir, dataset, item_texts_from=item_texts_from)
+    config = dataset_config(config, data, sample_users=sample_users)
+    config = dataclasses.replace(config, verbose=fit_verbosity(config.verbose))
+    shared = shared_dir or os.path.join(
+        os.path.dirname(os.path.abspath(output_dir)),
+        f"shared_{dataset}_seed{config.seed}",
+    )
+    return run_openp5_cell(data, variant, config, output_dir, shared_dir=shared,
+                           log=log)
 
 
 def results_markdown(results):

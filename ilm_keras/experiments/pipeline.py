@@ -30,11 +30,11 @@ import numpy as np
 
 from ilm_keras import data as ild
 from ilm_keras.cf import IALS
-from ilm_keras.data.phase1_batches import make_phase1_dataset
-from ilm_keras.llm.backbone_pretraining import PromptResponseBatches
-from ilm_keras.llm.backbone_pretraining import make_llama_backbone
-from ilm_keras.llm.backbone_pretraining import pretrain_backbone
-from ilm_keras.llm.openp5_tokenizer import OpenP5Tokenizer
+from ilm_keras.models.phase1_batches import make_phase1_dataset
+from ilm_keras.models.prompt_response_batches import PromptResponseBatches
+from ilm_keras.experiments.backbone_pretraining import make_llama_backbone
+from ilm_keras.experiments.backbone_pretraining import pretrain_backbone
+from ilm_keras.tokenizers.openp5_tokenizer import OpenP5Tokenizer
 from ilm_keras.metrics import evaluate_retrieval
 from ilm_keras.metrics import hit_rate_at_k
 from ilm_keras.metrics import ndcg_at_k
@@ -45,8 +45,8 @@ from ilm_keras.models.item_language_model_preprocessor import (
 from ilm_keras.models.qformer import QFormer
 from ilm_keras.models.qformer_pretrainer import LOSS_SETS
 from ilm_keras.models.qformer_pretrainer import QFormerPretrainer
-from ilm_keras.models.qformer_tokenizer import QFormerTokenizer
-from ilm_keras.models.qformer_tokenizer import SPECIAL_TOKENS
+from ilm_keras.tokenizers.qformer_tokenizer import QFormerTokenizer
+from ilm_keras.tokenizers.qformer_tokenizer import SPECIAL_TOKENS
 from ilm_keras.utils import files
 from ilm_keras.utils import resume
 from ilm_keras.utils.quiet import fit_verbosity
@@ -552,6 +552,8 @@ def build_phase2(variant, backbone, tokenizer, split, user_table, item_table,
         user_ids=[str(u) for u in data.user_index],
         sequence_length=sequence_length_for(split, tokenizer, soft, config),
         max_mentions=config.max_history + 2,
+        # The catalogue, so that a saved model can name its items.
+        item_texts=[t or "" for t in data.item_texts] if data.item_texts else None,
         loss_positions=True,  # phase 2: logits at response tokens only
     )
     if variant == "ilm_rand":
@@ -573,7 +575,7 @@ def build_phase2(variant, backbone, tokenizer, split, user_table, item_table,
         fold_in_alpha=config.cf_alpha,
     )
     if config.phase2_train_llm:
-        model.backbone.trainable = True
+        model.backbone.llm.trainable = True
     return model
 
 

@@ -1,13 +1,17 @@
 """Every phase on the built-in synthetic data (the quickstart's pipeline)."""
 
+import dataclasses
 import re
 import time
 
 from ilm_keras import data as ild
 from ilm_keras.experiments import pipeline as pl
+from ilm_keras.experiments.configs import QUICKSTART_DATA
 from ilm_keras.experiments.configs import QUICKSTART_SMALL_DATA
 from ilm_keras.experiments.configs import get_config
+from ilm_keras.utils import files
 from ilm_keras.utils.determinism import seed_everything
+from ilm_keras.utils.quiet import fit_verbosity
 
 
 def run_synthetic(
@@ -127,6 +131,101 @@ def run_synthetic(
 
 
 SMALL_DATA = QUICKSTART_SMALL_DATA
+
+
+def synthetic_sizes(config_name):
+    """The synthetic data sizes (`run_synthetic` keyword arguments) that go
+    with a named config: `QUICKSTART_SMALL_DATA` for `"quickstart_small"`,
+    else `QUICKSTART_DATA`.
+
+    Example:
+    ```python
+    run_synthetic(get_config("quickstart_small"),
+                  **synthetic_sizes("quickstart_small"))
+    ```
+    """
+    return dict(QUICKSTART_SMALL_DATA if config_name == "quickstart_small"
+                else QUICKSTART_DATA)
+
+
+def run_quickstart(config, sizes=None, output=None, variants=("none", "ilm"),
+                   log=print, preset_dir=None):
+    """The quickstart: `run_synthetic`, a printed report, a results JSON.
+
+    What `examples/quickstart.py` and `python -m ilm_keras.experiments run
+    --config quickstart` run. `config.verbose` becomes `fit_verbosity`'s
+    (progress bars on a terminal, one line per epoch into a file or pipe).
+
+    Args:
+        config: `PipelineConfig`.
+        sizes: `run_synthetic` data sizes (default `QUICKSTART_DATA`).
+        output: optional path of a JSON file for `quickstart_summary`.
+        variants: phase-2 variants to train and compare.
+        log: a print function (progress lines and the report).
+        preset_dir: optional folder for the last variant's trained model,
+            a keras-hub preset (`ItemLanguageModel.from_preset`).
+
+    Returns:
+        `run_synthetic`'s results, plus `"total_seconds"` (and `"preset"`,
+        the preset's folder, when `preset_dir` is given).
+
+    Example:
+    ```python
+    run_quickstart(get_config("quickstart_small"),
+                   synthetic_sizes("quickstart_small"), output="results.json")
+    ```
+    """
+    config = dataclasses.replace(config, verbose=fit_verbosity(config.verbose))
+    start = time.time()
+    results = run_synthetic(config, variants=tuple(variants), log=log,
+                            **(sizes or QUICKSTART_DATA))
+    results["total_seconds"] = time.time() - start
+    log(quickstart_report(results))
+    if preset_dir:
+        files.save_preset(results["models"][variants[-1]], preset_dir)
+        results["preset"] = preset_dir
+        log(f"\nThe trained {variants[-1]} model is a preset in {preset_dir}:\n"
+            "  from ilm_keras import ItemLanguageModel\n"
+            f"  model = ItemLanguageModel.from_preset({preset_dir!r})")
+    if output:
+        files.write_json(output, quickstart_summary(results, config), indent=2,
+                         default=float)
+    return results
+
+
+def quickstart_summary(results, config):
+    """The JSON-ready part of `run_synthetic`'s results (no models or
+    split), with `"config"`: `config.to_dict()`."""
+    keep = {k: results[k] for k in ("metrics", "cf_dot_product", "random",
+                                    "conversation", "describe", "seconds",
+                                    "total_seconds", "preset") if k in results}
+    keep["config"] = config.to_dict()
+    return keep
+
+
+def quickstart_report(results):
+    """The quickstart's printed report of `run_synthetic`'s results."""
+    lines = ["", "Test, sequential task, seen template 0, history items excluded:"]
+    rows = [("random ranking", results["random"]),
+            ("iALS dot product", results["cf_dot_product"])]
+    rows += [(f"{'OpenP5-R' if v == 'none' else v.upper()} ({v})", m)
+             for v, m in results["metrics"].items()]
+    for name, m in rows:
+        lines.append(f"  {name:>22}: HR@10 {m['HR@10']:.4f}  "
+                     f"NDCG@10 {m['NDCG@10']:.4f}")
+    describe = results["describe"]
+    lines += ["", "\"What is item_<id> about?\" for " + str(
+        next(iter(describe.values()))["items"]) + " items, share whose reply "
+        "names exactly the item's genres: " + ", ".join(
+            f"{v} {d['genres_correct']:.2f}" for v, d in describe.items())]
+    chat = results["conversation"]
+    lines += ["", f"user: {chat['prompt']}", f"ILM:  {chat['reply']}",
+              f"(item text: {chat['reference']})"]
+    seconds = results["seconds"]
+    total = results.get("total_seconds", sum(seconds.values()))
+    lines += ["", f"total {total:.0f}s; per phase: "
+              + ", ".join(f"{k} {v:.0f}s" for k, v in seconds.items())]
+    return "\n".join(lines)
 
 
 def quickstart_config(small=False, seed=0, **overrides):

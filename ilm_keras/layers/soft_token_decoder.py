@@ -1,32 +1,9 @@
 """Run a frozen keras-hub decoder from input embeddings (soft tokens in)."""
 
 import keras
-import keras_hub
 from keras import ops
 
-# Backbones whose decoder blocks take `decoder_padding_mask`,
-# `self_attention_cache` and `self_attention_cache_update_index`, and whose
-# functional graph is `token_embedding -> blocks -> layer_norm`.
-_LLAMA_STYLE = (
-    keras_hub.models.LlamaBackbone,  # Also Llama3Backbone (a subclass).
-    keras_hub.models.MistralBackbone,
-    keras_hub.models.QwenBackbone,
-    keras_hub.models.Qwen3Backbone,
-)
-
-
-def _family(backbone):
-    # Order matters: test the most specific classes first.
-    if isinstance(backbone, keras_hub.models.Gemma3Backbone):
-        return "gemma3"
-    if isinstance(backbone, keras_hub.models.GemmaBackbone):
-        return "gemma"
-    if isinstance(backbone, keras_hub.models.GPT2Backbone):
-        return "gpt2"
-    if isinstance(backbone, _LLAMA_STYLE):
-        return "llama"
-    return None
-
+from ilm_keras.layers.backbone_adapters import adapter_for
 
 SUPPORTED_BACKBONES = (
     "GemmaBackbone (Gemma 1 and 2), Gemma3Backbone (text only), "
@@ -56,6 +33,12 @@ class SoftTokenDecoder:
     exactly the operations of `backbone.token_embedding(backbone(x),
     reverse=True)`, so the results are identical.
 
+    What differs between keras-hub families (how a block is called, the
+    cache layout, Gemma's embedding scale, GPT-2's positions) lives in one
+    adapter per family (`ilm_keras.layers.backbone_adapters`), the only code
+    that reads keras-hub private attributes; the constructor checks that the
+    installed keras-hub still has what the adapter uses.
+
     Every block is called with `training=False`: the LLM is frozen, so its
     dropout stays off even while the item encoder trains.
 
@@ -82,15 +65,20 @@ class SoftTokenDecoder:
     """
 
     def __init__(self, backbone):
-        family = _family(backbone)
-        if family is None:
+        adapter = adapter_for(backbone)
+        if adapter is None:
             raise ValueError(
                 "SoftTokenDecoder does not know how to run "
                 f"`{type(backbone).__name__}` from embeddings. Supported "
                 f"backbones: {SUPPORTED_BACKBONES}."
             )
+        adapter.check()
         self.backbone = backbone
-        self.family = family
+        self.family = adapter.family
+        # Everything that depends on how keras-hub builds this family
+        # (block call arguments, cache layout, private sublayers) goes
+        # through the adapter (`ilm_keras.layers.backbone_adapters`).
+        self._adapter = adapter
 
     @property
     def hidden_dim(self):
@@ -98,7 +86,7 @@ class SoftTokenDecoder:
 
     @property
     def num_layers(self):
-        return len(self.backbone.transformer_layers)
+        return len(self._adapter.blocks)
 
     @property
     def max_sequence_length(self):
@@ -107,17 +95,7 @@ class SoftTokenDecoder:
 
     def embed_tokens(self, token_ids):
         """Token embeddings as the backbone computes them, `[B, S, H]`."""
-        x = self.backbone.token_embedding(token_ids)
-        if self.family in ("gemma", "gemma3"):
-            x = x * ops.cast(ops.sqrt(self.backbone.hidden_dim), x.dtype)
-        return x
-
-    def _add_positions(self, x, start_index=0):
-        if self.family != "gpt2":
-            return x
-        positions = self.backbone.position_embedding(x, start_index=start_index)
-        x = self.backbone.embeddings_add((x, positions))
-        return self.backbone.embeddings_dropout(x, training=False)
+        return self._adapter.embed_tokens(token_ids)
 
     def hidden_states(self, embeddings, padding_mask):
         """The final hidden states for a full sequence, no cache.
@@ -129,24 +107,15 @@ class SoftTokenDecoder:
         Returns:
             float tensor `[B, S, H]` (after the final norm).
         """
-        x = self._add_positions(embeddings)
-        for layer in self.backbone.transformer_layers:
-            if self.family == "gemma":
-                x = layer(x, padding_mask=padding_mask, training=False)
-            elif self.family == "gemma3":
-                x = layer(
-                    x,
-                    padding_mask=padding_mask,
-                    vision_mask=None,
-                    training=False,
-                )
-            else:
-                x = layer(x, decoder_padding_mask=padding_mask, training=False)
-        return self.backbone.layer_norm(x)
+        adapter = self._adapter
+        x = adapter.add_positions(embeddings)
+        for layer in adapter.blocks:
+            x = adapter.block(layer, x, padding_mask)
+        return adapter.final_norm(x)
 
     def logits(self, hidden_states):
         """Vocabulary logits from hidden states, `[..., vocabulary_size]`."""
-        return self.backbone.token_embedding(hidden_states, reverse=True)
+        return self._adapter.logits(hidden_states)
 
     def init_cache(self, batch_size, max_length, dtype=None):
         """An all-zero key/value cache for `max_length` positions.
@@ -157,27 +126,7 @@ class SoftTokenDecoder:
         head_dim]` tensors per layer.
         """
         dtype = dtype or self.backbone.compute_dtype
-        backbone = self.backbone
-        if self.family == "gpt2":
-            num_heads = backbone.num_heads
-            head_dim = backbone.hidden_dim // backbone.num_heads
-        elif self.family in ("gemma", "gemma3"):
-            num_heads = backbone.num_key_value_heads
-            head_dim = backbone.head_dim
-        else:
-            num_heads = backbone.num_key_value_heads
-            # Mistral and Qwen3 may set `head_dim`; Llama and Qwen derive it.
-            head_dim = getattr(backbone, "head_dim", None) or (
-                backbone.hidden_dim // backbone.num_query_heads
-            )
-        if self.family == "gemma3":
-            shape = [batch_size, max_length, num_heads, head_dim]
-            return tuple(
-                (ops.zeros(shape, dtype=dtype), ops.zeros(shape, dtype=dtype))
-                for _ in range(self.num_layers)
-            )
-        shape = [batch_size, self.num_layers, 2, max_length, num_heads]
-        return ops.zeros(shape + [head_dim], dtype=dtype)
+        return self._adapter.init_cache(batch_size, max_length, dtype)
 
     def call_with_cache(self, embeddings, cache, cache_update_index):
         """Run `embeddings` at positions `cache_update_index...` with a cache.
@@ -191,36 +140,15 @@ class SoftTokenDecoder:
         Returns:
             `(hidden_states [B, T, H], updated cache)`.
         """
-        x = self._add_positions(embeddings, start_index=cache_update_index)
+        adapter = self._adapter
+        x = adapter.add_positions(embeddings, start_index=cache_update_index)
         caches = []
-        for i, layer in enumerate(self.backbone.transformer_layers):
-            if self.family == "gemma3":
-                x, layer_cache = layer(
-                    x,
-                    cache=cache[i],
-                    cache_update_index=cache_update_index,
-                    training=False,
-                )
-            elif self.family == "gemma":
-                x, layer_cache = layer(
-                    x,
-                    cache=cache[:, i, ...],
-                    cache_update_index=cache_update_index,
-                    training=False,
-                )
-            else:
-                x, layer_cache = layer(
-                    x,
-                    self_attention_cache=cache[:, i, ...],
-                    self_attention_cache_update_index=cache_update_index,
-                    training=False,
-                )
+        for i, layer in enumerate(adapter.blocks):
+            x, layer_cache = adapter.block_with_cache(
+                layer, x, adapter.layer_cache(cache, i), cache_update_index
+            )
             caches.append(layer_cache)
-        if self.family == "gemma3":
-            cache = tuple(caches)
-        else:
-            cache = ops.stack(caches, axis=1)
-        return self.backbone.layer_norm(x), cache
+        return adapter.final_norm(x), adapter.join_caches(caches)
 
     # ------------------------------------------------------------------
     # Beam decoding over a shared prompt cache (Llama blocks).
@@ -230,17 +158,11 @@ class SoftTokenDecoder:
         """Whether `beam_decode_step` can run this backbone.
 
         True for `LlamaBackbone` / `Llama3Backbone` (blocks of exactly
-        `LlamaTransformerDecoder`, full causal attention). Other families
-        decode with a per-beam cache (`call_with_cache`).
+        `LlamaTransformerDecoder`, full causal attention) while keras-hub
+        keeps their sublayers where `LlamaAdapter.block_parts` reads them.
+        Other families decode with a per-beam cache (`call_with_cache`).
         """
-        from keras_hub.src.models.llama.llama_decoder import (
-            LlamaTransformerDecoder,
-        )
-
-        return self.family == "llama" and all(
-            type(layer) is LlamaTransformerDecoder
-            for layer in self.backbone.transformer_layers
-        )
+        return self._adapter.supports_shared_prompt_decoding
 
     def prompt_pass(self, embeddings, lengths):
         """The prompt pass for `beam_decode_step`: cache and last hidden state.
@@ -261,23 +183,20 @@ class SoftTokenDecoder:
             head_dim])`.
         """
         batch_size, width = ops.shape(embeddings)[0], ops.shape(embeddings)[1]
-        layers = self.backbone.transformer_layers
+        adapter = self._adapter
+        layers = adapter.blocks
         cache = self.init_cache(batch_size, width)
         x = embeddings
         caches = []
         for i, layer in enumerate(layers[:-1]):
-            x, layer_cache = layer(
-                x,
-                self_attention_cache=cache[:, i, ...],
-                self_attention_cache_update_index=0,
-                training=False,
+            x, layer_cache = adapter.block_with_cache(
+                layer, x, adapter.layer_cache(cache, i), 0
             )
             caches.append(layer_cache)
-        layer = layers[-1]
-        attention = layer._self_attention_layer
-        h = layer._self_attention_layernorm(x)
-        key = attention.rotary_embedding_layer(attention._key_dense(h), start_index=0)
-        value = attention._value_dense(h)
+        parts = adapter.block_parts(layers[-1])
+        h = parts.attention_norm(x)
+        key = parts.rotary_embedding(parts.key_dense(h), start_index=0)
+        value = parts.value_dense(h)
         caches.append(ops.stack([key, value], axis=1))
         prompt_cache = ops.stack(caches, axis=1)
         last = ops.take_along_axis(x, ops.reshape(lengths - 1, (-1, 1, 1)), axis=1)
@@ -286,7 +205,7 @@ class SoftTokenDecoder:
         )
         rope_positions = ops.cast(ops.reshape(lengths - 1, (-1, 1)), "float32")
         x, _ = self._beam_decode_layer(
-            layer,
+            parts,
             last,
             rope_positions,
             key,
@@ -295,11 +214,11 @@ class SoftTokenDecoder:
             None,
             append=False,
         )
-        return self.backbone.layer_norm(x), prompt_cache
+        return adapter.final_norm(x), prompt_cache
 
     def _beam_decode_layer(
         self,
-        layer,
+        parts,
         x,
         rope_positions,
         prompt_key,
@@ -313,24 +232,24 @@ class SoftTokenDecoder:
         Attends to the shared prompt keys/values `[B, P, kv, d]` (masked by
         `prompt_mask`) and, if `append`, to the beams' own keys/values
         (`beam_kv`, `[B, W, t, kv, d]` or None) with this token's appended.
+        `parts` are the block's sublayers (`LlamaAdapter.block_parts`).
         Returns `(x, (key, value))`.
         """
-        attention = layer._self_attention_layer
         batch_size, num_beams = ops.shape(x)[0], ops.shape(x)[1]
         residual = x
-        h = layer._self_attention_layernorm(x)
-        rope = attention.rotary_embedding_layer
-        query = rope(attention._query_dense(h), positions=rope_positions)
+        h = parts.attention_norm(x)
+        rope = parts.rotary_embedding
+        query = rope(parts.query_dense(h), positions=rope_positions)
         kv_heads, head_dim = ops.shape(prompt_key)[2], ops.shape(prompt_key)[3]
-        groups = attention.num_key_value_groups
+        groups = parts.num_key_value_groups
         query = ops.reshape(query, (batch_size, num_beams, kv_heads, groups, head_dim))
-        scale = ops.cast(attention._inv_norm_factor, query.dtype)
+        scale = ops.cast(parts.inv_norm_factor, query.dtype)
         scores = ops.einsum("bwkgd,bpkd->bwkgp", query, prompt_key)
         keep = ops.cast(prompt_mask, "bool")
         key = value = None
         if append:
-            key = rope(attention._key_dense(h), positions=rope_positions)
-            value = attention._value_dense(h)
+            key = rope(parts.key_dense(h), positions=rope_positions)
+            value = parts.value_dense(h)
             key, value = key[:, :, None], value[:, :, None]  # [B, W, 1, kv, d]
             if beam_kv is not None:
                 key = ops.concatenate([beam_kv[0], key], axis=2)
@@ -349,13 +268,13 @@ class SoftTokenDecoder:
         if append:
             out = out + ops.einsum("bwkgt,bwtkd->bwkgd", probs[..., num_prompt:], value)
         out = ops.reshape(out, (batch_size, num_beams, kv_heads * groups, head_dim))
-        x = attention._output_dense(out) + residual
+        x = parts.output_dense(out) + residual
         residual = x
-        h = layer._feedforward_layernorm(x)
-        gate = ops.cast(layer._feedforward_gate_dense(h), "float32")
-        gate = ops.cast(layer.activation(gate), layer.compute_dtype)
-        h = layer._feedforward_intermediate_dense(h)
-        x = layer._feedforward_output_dense(ops.multiply(h, gate)) + residual
+        h = parts.feedforward_norm(x)
+        gate = ops.cast(parts.feedforward_gate_dense(h), "float32")
+        gate = ops.cast(parts.activation(gate), parts.compute_dtype)
+        h = parts.feedforward_intermediate_dense(h)
+        x = parts.feedforward_output_dense(ops.multiply(h, gate)) + residual
         return x, (key, value)
 
     def beam_decode_step(self, x, positions, prompt_cache, prompt_mask, beam_cache):
@@ -391,10 +310,11 @@ class SoftTokenDecoder:
             ops.expand_dims(ops.cast(positions, "float32"), 1),
             (batch_size, num_beams),
         )
+        adapter = self._adapter
         new_cache = []
-        for i, layer in enumerate(self.backbone.transformer_layers):
+        for i, layer in enumerate(adapter.blocks):
             x, kv = self._beam_decode_layer(
-                layer,
+                adapter.block_parts(layer),
                 x,
                 rope_positions,
                 prompt_cache[:, i, 0],
@@ -403,7 +323,7 @@ class SoftTokenDecoder:
                 None if beam_cache is None else beam_cache[i],
             )
             new_cache.append(kv)
-        return self.backbone.layer_norm(x), tuple(new_cache)
+        return adapter.final_norm(x), tuple(new_cache)
 
 
 class _FrozenDecoderLayer(keras.layers.Layer):

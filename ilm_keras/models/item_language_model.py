@@ -1,5 +1,6 @@
 """ItemLanguageModel: CF item encoder + adaptor + a frozen keras-hub LLM."""
 
+import inspect
 import math
 
 import keras
@@ -13,11 +14,7 @@ from ilm_keras.generation.constrained_beam_search import (
     shared_prompt_beam_search,
 )
 from ilm_keras.generation.item_trie import ItemTrie
-from ilm_keras.layers.item_soft_tokens import ItemSoftTokens
-from ilm_keras.layers.soft_token_decoder import SoftTokenDecoder, _FrozenDecoderLayer
-# Imported here also for its registration: a saved ILM holds a Q-Former,
-# which `keras.saving.load_model` finds by its registered name.
-from ilm_keras.models.qformer import QFormer
+from ilm_keras.models.item_language_model_backbone import ItemLanguageModelBackbone
 from ilm_keras.models.item_language_model_preprocessor import (
     ItemLanguageModelPreprocessor,
 )
@@ -25,52 +22,13 @@ from ilm_keras.utils.runtime_checks import check
 from ilm_keras.utils.texts import is_single_text
 from ilm_keras.utils.texts import to_python_strings
 
-ITEM_ENCODERS = ("ilm", "ilm_rand", "mlp", "none")
-
-
-def _check_table(table, name, cf_dim=None):
-    """A float32 numpy CF table `[rows, dim]`, validated."""
-    table = np.asarray(
-        keras.ops.convert_to_numpy(table)
-        if not isinstance(table, np.ndarray)
-        else table
-    )
-    if table.ndim != 2:
-        raise ValueError(
-            f"`{name}` must be a 2-D array [rows, cf_dim], got shape {table.shape}."
-        )
-    if not np.issubdtype(table.dtype, np.number):
-        raise ValueError(f"`{name}` must be numeric, got dtype {table.dtype}.")
-    table = table.astype("float32")
-    bad = ~np.isfinite(table)
-    if bad.any():
-        rows = np.unique(np.nonzero(bad)[0])
-        raise ValueError(
-            f"`{name}` holds NaN or inf in {len(rows)} row(s), first rows: "
-            f"{rows[:10].tolist()}. CF embeddings must be finite."
-        )
-    if cf_dim is not None and table.shape[1] != cf_dim:
-        raise ValueError(
-            f"`{name}` has dimension {table.shape[1]} but the item encoder "
-            f"expects cf_dim={cf_dim}."
-        )
-    return table
-
-
-def _check_position_limit(decoder, length, what):
-    """Raises a `ValueError` when `length` exceeds the backbone's positions.
-
-    Args:
-        decoder: the model's `SoftTokenDecoder`; its `max_sequence_length`
-            is the limit (e.g. GPT-2's position table; None: no limit).
-        length: int, the number of positions asked for.
-        what: the message's subject, naming `length` and where it came from.
-    """
-    limit = decoder.max_sequence_length
-    if limit is not None and length > limit:
-        raise ValueError(
-            f"{what} exceeds the backbone's limit (max_sequence_length={limit})."
-        )
+# The arguments of `ItemLanguageModelBackbone` that `ItemLanguageModel`
+# accepts with a bare LLM as `backbone` (a shorthand that builds one).
+_BACKBONE_ARGS = tuple(
+    name
+    for name in inspect.signature(ItemLanguageModelBackbone.__init__).parameters
+    if name not in ("self", "llm", "dtype", "kwargs")
+)
 
 
 @keras.saving.register_keras_serializable(package="ilm_keras")
@@ -78,38 +36,27 @@ class ItemLanguageModel(keras_hub.models.CausalLM):
     """Item-Language Model (phase 2): items as soft tokens in a frozen LLM.
 
     Text prompts mention items and users by name (`item_1001`, `user_12`,
-    see `ItemLanguageModelPreprocessor`). Each mention's CF vector (a row of
-    the item or user table) goes through the item encoder, and the encoder's
-    N output vectors are placed in the LLM input right after the mention's
-    text tokens (paper §4.4). The LLM (any supported keras-hub backbone:
-    Gemma, Gemma3, Llama, GPT-2, ...) is frozen; only the item encoder and the
-    adaptor train, with one `fit` on prompt/response pairs (loss on response
-    tokens only).
+    see `ItemLanguageModelPreprocessor`). Each mention's CF vector goes
+    through the item encoder, and the encoder's N output vectors are placed
+    in the LLM input right after the mention's text tokens (paper §4.4).
+    The `ItemLanguageModelBackbone` holds the frozen LLM, the item encoder
+    (Q-Former, MLP or none), the adaptor and the CF tables; this task adds
+    the LLM's vocabulary head, generation and item ranking. Only the item
+    encoder and the adaptor train, with one `fit` on prompt/response pairs
+    (loss on response tokens only).
 
-    Item encoders (`item_encoder=`):
-    - `"ilm"`: the given, pretrained `QFormer` (phase 1) -> `LinearAdaptor`.
-    - `"ilm_rand"`: a freshly initialized `QFormer` built from `qformer` (a
-      config dict, or a `QFormer` whose config is reused; its weights are
-      not) -> `LinearAdaptor`.
-    - `"mlp"`: the CoLLM adaptor, `MLPAdaptor` (CF vector -> 10 d -> ReLU ->
-      `num_mlp_tokens` LLM embeddings).
-    - `"none"`: no soft tokens (text only, OpenP5-R); no CF tables needed.
-
-    The CF tables are non-trainable state of this model (one variable,
-    `cf_table`, items then users), saved with it; `set_cf_tables` replaces
-    them. The LLM's dropout is always off (its blocks run inside a
-    `_FrozenDecoderLayer`, which calls them with `training=False`). With no
-    item or user mentioned, the logits are exactly the LLM's own. A prompt
-    may end with a mention: its soft tokens are then the last prompt
-    positions and generation continues after them.
-
-    The backbone is shared, not copied: its variables appear once in the
-    model (and once in a saved `.keras` file), and several
-    `ItemLanguageModel`s (e.g. the four variants) can share one backbone.
+    A trained model is one keras-hub preset: `save_to_preset(dir)` writes
+    the backbone (LLM, encoder, CF tables), the preprocessor (tokenizer,
+    item and user ids, item catalogue) and their weights, and
+    `ItemLanguageModel.from_preset(dir)` loads it anywhere (either backend).
 
     Generation: `generate()` (keras-hub's, with a KV cache; compile with a
     sampler, `"greedy"` by default) and `recommend()` (top-K catalogue items
-    by trie-constrained beam search, compiled).
+    by trie-constrained beam search, or exactly in one forward pass when
+    every item is one token; compiled). With no item or user mentioned, the
+    logits are exactly the LLM's own. A prompt may end with a mention: its
+    soft tokens are then the last prompt positions and generation continues
+    after them.
 
     Training only needs the logits where the loss is counted (the response
     tokens). Inputs may carry `x["loss_positions"]` (int `[B, R]`, positions
@@ -126,36 +73,14 @@ class ItemLanguageModel(keras_hub.models.CausalLM):
     instead of `S`, padding included.
 
     Args:
-        backbone: a keras-hub causal LM backbone (see
-            `ilm_keras.layers.soft_token_decoder.SUPPORTED_BACKBONES`); it is
-            frozen (`trainable=False`) and used in place, not copied.
+        backbone: an `ItemLanguageModelBackbone`. As a shorthand, a bare
+            keras-hub LLM backbone together with `ItemLanguageModelBackbone`
+            arguments (`item_encoder=`, `qformer=`, `item_embeddings=`, ...)
+            as keyword arguments builds one around it.
         preprocessor: an `ItemLanguageModelPreprocessor` or None (then the
             model takes preprocessed inputs and `recommend()` is unavailable).
-        item_encoder: one of `"ilm"`, `"ilm_rand"`, `"mlp"`, `"none"`.
-        qformer: a `QFormer` (`"ilm"`), or a `QFormer` / `QFormer` config
-            dict (`"ilm_rand"`). Unused otherwise.
-        item_embeddings: float array `[num_items, cf_dim]`, the item CF table
-            (row i = `preprocessor.item_ids[i]`). Required unless
-            `item_encoder="none"` (which ignores the tables) or when
-            restoring from a config.
-        user_embeddings: optional float array `[num_users, cf_dim]`; required
-            when the preprocessor knows users.
-        num_mlp_tokens: int, soft tokens per item for `"mlp"` (k).
-        mlp_hidden_multiplier: int, the MLP's hidden width in units of cf_dim.
-        user_vectors: where a user mention's CF vector comes from:
-            `"fold_in"` (default; folded in from the items the same prompt
-            mentions, with the item table fixed, so a training prompt's
-            user vector cannot hold its target) or `"table"` (the user's
-            row of `user_embeddings`, the paper's setting, which leaks the
-            training targets of a table fitted on the training sequences;
-            see `ItemSoftTokens`).
-        fold_in_regularization, fold_in_alpha: the iALS regularization and
-            confidence slope of the fold-in: those the item table was fitted
-            with (`IALS.regularization`, `IALS.alpha`).
-        num_items, num_users, cf_dim: table shapes, only needed when the
-            tables are not given (restoring from a config before loading
-            weights).
-        **kwargs: standard `keras.Model` arguments.
+        **kwargs: standard `keras.Model` arguments, or the shorthand's
+            backbone arguments.
 
     Example:
     ```python
@@ -163,43 +88,35 @@ class ItemLanguageModel(keras_hub.models.CausalLM):
         tokenizer, item_ids=item_ids, user_ids=user_ids, sequence_length=128,
         loss_positions=True,  # `fit` computes logits at response tokens only
     )
-    ilm = ItemLanguageModel(
-        backbone=llm_backbone,
-        preprocessor=preprocessor,
+    backbone = ItemLanguageModelBackbone(
+        llm=llm_backbone,          # frozen keras-hub LLM, e.g. LlamaBackbone
         item_encoder="ilm",
         qformer=pretrained_qformer,
         item_embeddings=item_table,
         user_embeddings=user_table,
     )
+    ilm = ItemLanguageModel(backbone=backbone, preprocessor=preprocessor)
     ilm.fit({"prompts": prompts, "responses": responses}, batch_size=32)
     items, scores = ilm.recommend(
         ["user_12 watched item_1001 , item_1009 . Next?"], k=10,
         exclude=[["1001", "1009"]],
     )
+    ilm.save_to_preset("my_ilm")
+    ilm = ItemLanguageModel.from_preset("my_ilm")
     ```
     """
 
-    def __init__(
-        self,
-        backbone,
-        preprocessor=None,
-        item_encoder="ilm",
-        qformer=None,
-        item_embeddings=None,
-        user_embeddings=None,
-        num_mlp_tokens=1,
-        mlp_hidden_multiplier=10,
-        user_vectors="fold_in",
-        fold_in_regularization=1.0,
-        fold_in_alpha=1.0,
-        num_items=None,
-        num_users=None,
-        cf_dim=None,
-        **kwargs,
-    ):
-        if item_encoder not in ITEM_ENCODERS:
-            raise ValueError(
-                f"`item_encoder` must be one of {ITEM_ENCODERS}, got {item_encoder!r}."
+    backbone_cls = ItemLanguageModelBackbone
+    preprocessor_cls = ItemLanguageModelPreprocessor
+
+    def __init__(self, backbone, preprocessor=None, **kwargs):
+        backbone_args = {k: kwargs.pop(k) for k in _BACKBONE_ARGS if k in kwargs}
+        if not isinstance(backbone, ItemLanguageModelBackbone):
+            backbone = ItemLanguageModelBackbone(llm=backbone, **backbone_args)
+        elif backbone_args:
+            raise TypeError(
+                f"Got an ItemLanguageModelBackbone and backbone arguments "
+                f"{sorted(backbone_args)}: set those on the backbone."
             )
         if preprocessor is not None and not isinstance(
             preprocessor, ItemLanguageModelPreprocessor
@@ -208,240 +125,97 @@ class ItemLanguageModel(keras_hub.models.CausalLM):
                 "`preprocessor` must be an ItemLanguageModelPreprocessor (or "
                 f"None), got {type(preprocessor).__name__}."
             )
-        decoder = SoftTokenDecoder(backbone)
-
-        # === Item encoder and CF tables ===
-        item_soft_tokens = None
-        num_soft_tokens = 0
-        if item_encoder == "none":
-            num_items, num_users, cf_dim = 0, 0, 0
-        else:
-            qformer_model = None
-            encoder_cf_dim = cf_dim
-            if item_encoder in ("ilm", "ilm_rand"):
-                qformer_model = self._resolve_qformer(item_encoder, qformer)
-                encoder_cf_dim = int(qformer_model.cf_dim)
-            table, num_items, num_users, cf_dim = self._resolve_tables(
-                item_embeddings,
-                user_embeddings,
-                num_items,
-                num_users,
-                encoder_cf_dim,
-                preprocessor,
-            )
-            item_soft_tokens = ItemSoftTokens(
-                "mlp" if item_encoder == "mlp" else "qformer",
-                output_dim=backbone.hidden_dim,
-                num_rows=num_items + num_users,
-                cf_dim=cf_dim,
-                qformer=qformer_model,
-                num_mlp_tokens=num_mlp_tokens,
-                mlp_hidden_multiplier=mlp_hidden_multiplier,
-                cf_table_initializer=(
-                    "zeros" if table is None else keras.initializers.Constant(table)
-                ),
-                num_items=num_items,
-                user_vectors=user_vectors,
-                fold_in_regularization=fold_in_regularization,
-                fold_in_alpha=fold_in_alpha,
-                dtype=backbone.dtype_policy,
-                name="item_soft_tokens",
-            )
-            num_soft_tokens = item_soft_tokens.num_soft_tokens
-
         if preprocessor is not None:
-            _check_position_limit(
-                decoder,
-                preprocessor.sequence_length,
-                f"The preprocessor's sequence_length ({preprocessor.sequence_length})",
-            )
-            if preprocessor.num_soft_tokens is None:
-                preprocessor.num_soft_tokens = num_soft_tokens
-            elif preprocessor.num_soft_tokens != num_soft_tokens:
-                raise ValueError(
-                    f"The preprocessor lays out {preprocessor.num_soft_tokens} "
-                    f"soft tokens per mention but the `{item_encoder}` item "
-                    f"encoder produces {num_soft_tokens}."
-                )
+            self._check_preprocessor(backbone, preprocessor)
 
         # === Layers ===
-        backbone.trainable = False  # Frozen in place (shared, not copied).
         self.backbone = backbone
         self.preprocessor = preprocessor
-        self.item_soft_tokens = item_soft_tokens
 
         # === Functional Model ===
-        # The backbone's own layers, re-composed (see SoftTokenDecoder); they
-        # are shared with the backbone, not copied.
-        inputs = {
-            "token_ids": keras.Input(shape=(None,), dtype="int32", name="token_ids"),
-            "padding_mask": keras.Input(
-                shape=(None,), dtype="int32", name="padding_mask"
-            ),
-        }
-        x = decoder.embed_tokens(inputs["token_ids"])
-        if item_soft_tokens is not None:
-            inputs["soft_token_mask"] = keras.Input(
-                shape=(None,), dtype="bool", name="soft_token_mask"
-            )
-            inputs["entity_ids"] = keras.Input(
-                shape=(None,), dtype="int32", name="entity_ids"
-            )
-            x = item_soft_tokens(x, inputs["soft_token_mask"], inputs["entity_ids"])
-        hidden = _FrozenDecoderLayer(
-            decoder, dtype=backbone.dtype_policy, name="frozen_decoder"
-        )(x, inputs["padding_mask"])
-        logits = decoder.logits(hidden)
+        inputs = backbone.input
+        hidden = backbone(inputs)
+        logits = backbone.decoder.logits(hidden)
         super().__init__(inputs=inputs, outputs=logits, **kwargs)
-        # The same layers up to the final hidden states, for `call` with
-        # `loss_positions` (not tracked: it owns nothing of its own).
-        object.__setattr__(
-            self, "_hidden_states_model", keras.Model(inputs, hidden)
-        )
 
-        # === Config ===
-        self.item_encoder = item_encoder
-        self.num_soft_tokens = num_soft_tokens
-        self.num_mlp_tokens = int(num_mlp_tokens)
-        self.mlp_hidden_multiplier = int(mlp_hidden_multiplier)
-        self.user_vectors = user_vectors
-        self.fold_in_regularization = float(fold_in_regularization)
-        self.fold_in_alpha = float(fold_in_alpha)
-        self.num_items = int(num_items)
-        self.num_users = int(num_users)
-        self.cf_dim = int(cf_dim)
         # Not tracked by Keras: plain Python state.
-        object.__setattr__(self, "_decoder", decoder)
         object.__setattr__(self, "_tries", {})
         object.__setattr__(self, "_recommend_functions", {})
         # Llama backbones decode beams against one shared prompt cache; set
         # False to use the generic per-beam cache (benchmarks compare both).
         object.__setattr__(self, "_shared_prompt_decoding", True)
 
+    @staticmethod
+    def _check_preprocessor(backbone, preprocessor):
+        """The preprocessor and the backbone must agree on the tables,
+        the soft tokens and the length."""
+        backbone.check_length(
+            preprocessor.sequence_length,
+            f"The preprocessor's sequence_length ({preprocessor.sequence_length})",
+        )
+        if backbone.item_encoder != "none":
+            if preprocessor.num_items != backbone.num_items:
+                raise ValueError(
+                    f"The item CF table has {backbone.num_items} rows but the "
+                    f"preprocessor knows {preprocessor.num_items} items "
+                    "(`item_ids`)."
+                )
+            if preprocessor.num_users != backbone.num_users:
+                if backbone.num_users == 0:
+                    raise ValueError(
+                        f"The preprocessor knows {preprocessor.num_users} users "
+                        "but the user CF table is missing: pass "
+                        "`user_embeddings`."
+                    )
+                raise ValueError(
+                    f"The user CF table has {backbone.num_users} rows but the "
+                    f"preprocessor knows {preprocessor.num_users} users "
+                    "(`user_ids`)."
+                )
+        num_soft_tokens = backbone.num_soft_tokens
+        if preprocessor.num_soft_tokens is None:
+            preprocessor.num_soft_tokens = num_soft_tokens
+        elif preprocessor.num_soft_tokens != num_soft_tokens:
+            raise ValueError(
+                f"The preprocessor lays out {preprocessor.num_soft_tokens} "
+                f"soft tokens per mention but the `{backbone.item_encoder}` "
+                f"item encoder produces {num_soft_tokens}."
+            )
+
+    # The backbone's parts, for convenience.
+    @property
+    def item_encoder(self):
+        """`"ilm"`, `"ilm_rand"`, `"mlp"` or `"none"` (the backbone's)."""
+        return self.backbone.item_encoder
+
+    @property
+    def num_soft_tokens(self):
+        """Soft tokens per mention (the backbone's)."""
+        return self.backbone.num_soft_tokens
+
+    @property
+    def item_soft_tokens(self):
+        """The backbone's `ItemSoftTokens` (None for `none`)."""
+        return self.backbone.item_soft_tokens
+
     @property
     def qformer(self):
         """The Q-Former item encoder (None for `mlp` and `none`)."""
-        if self.item_soft_tokens is None:
-            return None
-        return self.item_soft_tokens.qformer
+        return self.backbone.qformer
 
     @property
     def adaptor(self):
         """The adaptor (`LinearAdaptor` or `MLPAdaptor`; None for `none`)."""
-        if self.item_soft_tokens is None:
-            return None
-        return self.item_soft_tokens.adaptor
+        return self.backbone.adaptor
 
     @property
     def cf_table(self):
         """The CF table variable (items then users; None for `none`)."""
-        if self.item_soft_tokens is None:
-            return None
-        return self.item_soft_tokens.cf_table
-
-    # ------------------------------------------------------------------
-    # Construction helpers.
-    # ------------------------------------------------------------------
-    @staticmethod
-    def _resolve_qformer(item_encoder, qformer):
-        if item_encoder == "ilm":
-            if not isinstance(qformer, QFormer):
-                raise TypeError(
-                    "`item_encoder='ilm'` needs a pretrained `QFormer` "
-                    f"instance as `qformer`, got {type(qformer).__name__}. "
-                    "For a randomly initialized Q-Former use "
-                    "`item_encoder='ilm_rand'` with a QFormer config."
-                )
-            return qformer
-        if isinstance(qformer, QFormer):
-            config = qformer.get_config()
-        elif isinstance(qformer, dict):
-            config = qformer.get("config", qformer)
-        else:
-            raise TypeError(
-                "`item_encoder='ilm_rand'` needs `qformer` as a QFormer "
-                f"config dict (or a QFormer), got {type(qformer).__name__}."
-            )
-        config = dict(config)
-        config.pop("name", None)
-        return QFormer.from_config(config)
-
-    @staticmethod
-    def _resolve_tables(
-        item_embeddings, user_embeddings, num_items, num_users, cf_dim, prep
-    ):
-        table = None
-        if item_embeddings is not None:
-            items = _check_table(item_embeddings, "item_embeddings", cf_dim)
-            cf_dim = items.shape[1]
-            users = None
-            if user_embeddings is not None:
-                users = _check_table(user_embeddings, "user_embeddings", cf_dim)
-            num_items = items.shape[0]
-            num_users = 0 if users is None else users.shape[0]
-            table = items if users is None else np.concatenate([items, users])
-        elif user_embeddings is not None:
-            raise ValueError(
-                "`user_embeddings` given without `item_embeddings`: the item "
-                "CF table is missing."
-            )
-        elif num_items is None or cf_dim is None:
-            raise ValueError(
-                "The item CF table is missing: pass `item_embeddings` "
-                "[num_items, cf_dim] (and `user_embeddings` if prompts mention "
-                "users), or use `item_encoder='none'` for text only."
-            )
-        num_users = num_users or 0
-        if prep is not None:
-            if prep.num_items != num_items:
-                raise ValueError(
-                    f"The item CF table has {num_items} rows but the "
-                    f"preprocessor knows {prep.num_items} items (`item_ids`)."
-                )
-            if prep.num_users != num_users:
-                if num_users == 0:
-                    raise ValueError(
-                        f"The preprocessor knows {prep.num_users} users but "
-                        "the user CF table is missing: pass "
-                        "`user_embeddings`."
-                    )
-                raise ValueError(
-                    f"The user CF table has {num_users} rows but the "
-                    f"preprocessor knows {prep.num_users} users (`user_ids`)."
-                )
-        return table, int(num_items), int(num_users), int(cf_dim)
+        return self.backbone.cf_table
 
     def set_cf_tables(self, item_embeddings, user_embeddings=None):
-        """Replace the CF tables (same shapes, e.g. after retraining CF).
-
-        Args:
-            item_embeddings: float array `[num_items, cf_dim]`.
-            user_embeddings: float array `[num_users, cf_dim]`, required when
-                the model has users.
-        """
-        if self.cf_table is None:
-            raise ValueError("This model (`item_encoder='none'`) has no CF tables.")
-        items = _check_table(item_embeddings, "item_embeddings", self.cf_dim)
-        if items.shape[0] != self.num_items:
-            raise ValueError(
-                f"`item_embeddings` has {items.shape[0]} rows, the model has "
-                f"{self.num_items} items."
-            )
-        if self.num_users:
-            if user_embeddings is None:
-                raise ValueError(
-                    f"The model has {self.num_users} users: pass `user_embeddings`."
-                )
-            users = _check_table(user_embeddings, "user_embeddings", self.cf_dim)
-            if users.shape[0] != self.num_users:
-                raise ValueError(
-                    f"`user_embeddings` has {users.shape[0]} rows, the model "
-                    f"has {self.num_users} users."
-                )
-            items = np.concatenate([items, users])
-        elif user_embeddings is not None:
-            raise ValueError("The model was built without users.")
-        self.cf_table.assign(items)
+        """Replace the CF tables; see `ItemLanguageModelBackbone.set_cf_tables`."""
+        self.backbone.set_cf_tables(item_embeddings, user_embeddings)
 
     # ------------------------------------------------------------------
     # Forward pass.
@@ -452,7 +226,7 @@ class ItemLanguageModel(keras_hub.models.CausalLM):
             return super().call(inputs, training=training, mask=mask, **kwargs)
         inputs = dict(inputs)
         positions = ops.cast(inputs.pop("loss_positions"), "int32")
-        hidden = self._hidden_states_model(inputs, training=training)
+        hidden = self.backbone(inputs, training=training)
         length = ops.shape(hidden)[1]
         check(
             ops.logical_and(
@@ -463,7 +237,7 @@ class ItemLanguageModel(keras_hub.models.CausalLM):
         hidden = ops.take_along_axis(
             hidden, ops.expand_dims(positions, -1), axis=1
         )
-        return self._decoder.logits(hidden)
+        return self.backbone.decoder.logits(hidden)
 
     def compute_output_spec(self, inputs, training=None, mask=None, **kwargs):
         # The functional graph knows no `loss_positions`: drop them, then
@@ -483,15 +257,7 @@ class ItemLanguageModel(keras_hub.models.CausalLM):
 
     def input_embeddings(self, inputs, training=None):
         """LLM input embeddings `[B, S, H]` with soft tokens scattered in."""
-        x = self._decoder.embed_tokens(inputs["token_ids"])
-        if self.item_soft_tokens is None:
-            return x
-        return self.item_soft_tokens(
-            x,
-            inputs["soft_token_mask"],
-            inputs["entity_ids"],
-            training=training,
-        )
+        return self.backbone.input_embeddings(inputs, training=training)
 
     def compile(
         self,
@@ -529,7 +295,7 @@ class ItemLanguageModel(keras_hub.models.CausalLM):
             prompt_embeddings, [0, pos, 0], [batch_size, 1, hidden_dim]
         )
         in_prompt = ops.slice(padding_mask, [0, pos], [batch_size, 1])
-        from_tokens = self._decoder.embed_tokens(ops.expand_dims(tokens, 1))
+        from_tokens = self.backbone.decoder.embed_tokens(ops.expand_dims(tokens, 1))
         return ops.where(
             ops.expand_dims(ops.cast(in_prompt, "bool"), -1),
             from_prompt,
@@ -540,8 +306,7 @@ class ItemLanguageModel(keras_hub.models.CausalLM):
         """One compiled generation batch (see `keras_hub.models.CausalLM`)."""
         token_ids = inputs["token_ids"]
         if token_ids.shape[1] is not None:
-            _check_position_limit(
-                self._decoder,
+            self.backbone.check_length(
                 token_ids.shape[1],
                 f"`max_length` ({token_ids.shape[1]}; without a preprocessor, "
                 "the width of `token_ids`)",
@@ -549,8 +314,9 @@ class ItemLanguageModel(keras_hub.models.CausalLM):
         padding_mask = ops.cast(inputs["padding_mask"], "bool")
         embeddings = self.input_embeddings(inputs, training=False)
         batch_size, max_length = ops.shape(token_ids)[0], ops.shape(token_ids)[1]
-        cache = self._decoder.init_cache(batch_size, max_length)
-        hidden, cache = self._decoder.call_with_cache(embeddings, cache, 0)
+        decoder = self.backbone.decoder
+        cache = decoder.init_cache(batch_size, max_length)
+        hidden, cache = decoder.call_with_cache(embeddings, cache, 0)
         row_lengths = ops.sum(ops.cast(padding_mask, "int32"), axis=-1)
         index = ops.min(row_lengths)
 
@@ -558,8 +324,8 @@ class ItemLanguageModel(keras_hub.models.CausalLM):
             pos = index - 1
             tokens = ops.slice(prompt, [0, pos], [batch_size, 1])[:, 0]
             x = self._next_embeddings(embeddings, padding_mask, tokens, pos)
-            hidden, cache = self._decoder.call_with_cache(x, cache, pos)
-            logits = self._decoder.logits(hidden)
+            hidden, cache = decoder.call_with_cache(x, cache, pos)
+            logits = decoder.logits(hidden)
             return logits[:, 0, :], hidden[:, 0, :], cache
 
         token_ids = self.sampler(
@@ -608,10 +374,7 @@ class ItemLanguageModel(keras_hub.models.CausalLM):
         if trie is None:
             prep = self.preprocessor
             names = [response_prefix + prep.item_name(i) for i in range(prep.num_items)]
-            sequences = prep._tokenize(names)
-            if prep.add_end_token:
-                sequences = [s + [prep.end_token_id] for s in sequences]
-            trie = ItemTrie(sequences, names=names)
+            trie = ItemTrie(prep.response_token_ids(names), names=names)
             self._tries[key] = trie
         return trie
 
@@ -622,7 +385,7 @@ class ItemLanguageModel(keras_hub.models.CausalLM):
         fn = self._recommend_functions.get(key)
         if fn is not None:
             return fn
-        decoder = self._decoder
+        decoder = self.backbone.decoder
         if widths is not None:
             fn = compile_model_function(
                 self, self._shared_prompt_recommend_step(num_beams, widths)
@@ -680,7 +443,7 @@ class ItemLanguageModel(keras_hub.models.CausalLM):
         fn = self._recommend_functions.get(key)
         if fn is not None:
             return fn
-        decoder = self._decoder
+        decoder = self.backbone.decoder
 
         def exact_step(inputs):
             padding_mask = ops.cast(inputs["padding_mask"], "bool")
@@ -702,7 +465,7 @@ class ItemLanguageModel(keras_hub.models.CausalLM):
         return fn
 
     def _shared_prompt_recommend_step(self, num_beams, widths):
-        decoder = self._decoder
+        decoder = self.backbone.decoder
 
         def recommend_step(inputs):
             padding_mask = ops.cast(inputs["padding_mask"], "bool")
@@ -862,17 +625,8 @@ class ItemLanguageModel(keras_hub.models.CausalLM):
                     f"Prompt {b}: only {left} items remain after excluding "
                     f"{len(set(rows))}, fewer than k={k}."
                 )
-        layouts, mentions = prep._layout_prompts(prompts)
-        lengths = np.array([len(ids) for ids, _ in layouts])
-        limit = prep.sequence_length
-        for b, n in enumerate(lengths):
-            if n > limit:
-                raise ValueError(
-                    f"Prompt {b} has {n} tokens (soft and start tokens "
-                    f"included), longer than the preprocessor's "
-                    f"sequence_length={limit}."
-                )
-        entity_ids = prep._entity_array(mentions)
+        x = prep.recommend_preprocess(prompts, length_multiple=length_bucket)
+        lengths = x.pop("lengths")
 
         order = np.argsort(lengths, kind="stable")
         chunk = min(int(batch_size), len(prompts))
@@ -888,7 +642,7 @@ class ItemLanguageModel(keras_hub.models.CausalLM):
             widths = None
             if (
                 self._shared_prompt_decoding
-                and self._decoder.supports_shared_prompt_decoding
+                and self.backbone.decoder.supports_shared_prompt_decoding
             ):
                 widths = tuple(trie.beam_widths(num_beams))
             fn = self._recommend_function(num_beams, trie.max_length, widths)
@@ -897,25 +651,17 @@ class ItemLanguageModel(keras_hub.models.CausalLM):
             real = len(idx)
             idx = np.concatenate([idx, np.repeat(idx[:1], chunk - real)])
             width = int(math.ceil(lengths[idx].max() / length_bucket) * length_bucket)
-            _check_position_limit(
-                self._decoder,
+            self.backbone.check_length(
                 width + trie.max_length,
                 f"The search length {width + trie.max_length} (prompts of up "
                 f"to {lengths[idx].max()} tokens, padded to {width}, plus "
                 f"items of up to {trie.max_length} tokens)",
             )
-            token_ids = prep._pad(
-                [layouts[i][0] for i in idx], width, prep.pad_token_id, "int32"
-            )
+            # Rows of this batch; `entity_ids` are per mention, not per
+            # position, so only their rows are taken.
             inputs = {
-                "token_ids": token_ids,
-                "padding_mask": prep._pad(
-                    [[True] * lengths[i] for i in idx], width, False, "bool"
-                ),
-                "soft_token_mask": prep._pad(
-                    [layouts[i][1] for i in idx], width, False, "bool"
-                ),
-                "entity_ids": entity_ids[idx],
+                key: value[idx] if key == "entity_ids" else value[idx, :width]
+                for key, value in x.items()
             }
             if item_tokens is not None:
                 inputs["item_tokens"] = item_tokens
@@ -942,36 +688,3 @@ class ItemLanguageModel(keras_hub.models.CausalLM):
         if single:
             return ids[0], scores_out[0]
         return ids, scores_out
-
-    # ------------------------------------------------------------------
-    # Serialization.
-    # ------------------------------------------------------------------
-    def get_config(self):
-        config = super().get_config()
-        config.update(
-            {
-                "item_encoder": self.item_encoder,
-                "qformer": (
-                    None
-                    if self.qformer is None
-                    else keras.layers.serialize(self.qformer)
-                ),
-                "num_mlp_tokens": self.num_mlp_tokens,
-                "mlp_hidden_multiplier": self.mlp_hidden_multiplier,
-                "user_vectors": self.user_vectors,
-                "fold_in_regularization": self.fold_in_regularization,
-                "fold_in_alpha": self.fold_in_alpha,
-                "num_items": self.num_items,
-                "num_users": self.num_users,
-                "cf_dim": self.cf_dim,
-            }
-        )
-        return config
-
-    @classmethod
-    def from_config(cls, config):
-        config = dict(config)
-        qformer = config.get("qformer")
-        if isinstance(qformer, dict) and config.get("item_encoder") == "ilm":
-            config["qformer"] = keras.layers.deserialize(qformer)
-        return super().from_config(config)

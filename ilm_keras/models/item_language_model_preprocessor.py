@@ -70,6 +70,9 @@ class ItemLanguageModelPreprocessor(keras_hub.models.Preprocessor):
             `item_ids[i]` is written `f"{item_prefix}{item_ids[i]}"` and is row
             `i` of the model's item CF table.
         user_ids: optional list of user ids, rows of the user CF table.
+        cf_embeddings: optional `ilm_keras.cf.CFEmbeddings`: its ids in
+            place of `item_ids` and `user_ids` (the rows of its tables, as
+            the backbone built from the same object reads them).
         sequence_length: int. Padded length of the model inputs.
         max_mentions: int. Maximum number of item/user mentions per prompt
             (the static size of `entity_ids`).
@@ -80,6 +83,10 @@ class ItemLanguageModelPreprocessor(keras_hub.models.Preprocessor):
         add_start_token: bool. Prepend the tokenizer's start token (none is
             added when the tokenizer has no start token).
         add_end_token: bool. Append the tokenizer's end token to responses.
+        item_texts: optional item catalogue: one text per item (title,
+            description; `""` for none), aligned with `item_ids`, or a dict
+            from item id to text. Saved with the preprocessor (and so in a
+            preset), so a loaded model can name its items (`item_text`).
         loss_positions: bool. If True, `call` on prompt/response pairs
             returns the labels at weighted positions only, with
             `x["loss_positions"]` (see `select_loss_positions`), so that
@@ -110,7 +117,7 @@ class ItemLanguageModelPreprocessor(keras_hub.models.Preprocessor):
     def __init__(
         self,
         tokenizer,
-        item_ids,
+        item_ids=None,
         user_ids=None,
         sequence_length=256,
         max_mentions=32,
@@ -119,10 +126,24 @@ class ItemLanguageModelPreprocessor(keras_hub.models.Preprocessor):
         user_prefix="user_",
         add_start_token=True,
         add_end_token=True,
+        item_texts=None,
         loss_positions=False,
+        cf_embeddings=None,
         **kwargs,
     ):
         super().__init__(**kwargs)
+        if cf_embeddings is not None:
+            if item_ids is not None or user_ids is not None:
+                raise ValueError(
+                    "Pass either `cf_embeddings` or `item_ids` / `user_ids`, "
+                    "not both."
+                )
+            item_ids, user_ids = cf_embeddings.item_ids, cf_embeddings.user_ids
+        if item_ids is None:
+            raise ValueError(
+                "The item ids are missing: pass `item_ids` (one per row of "
+                "the item CF table) or `cf_embeddings`."
+            )
         self.tokenizer = tokenizer
         self.item_ids = self._check_ids(item_ids, "item_ids")
         self.user_ids = self._check_ids(
@@ -141,6 +162,7 @@ class ItemLanguageModelPreprocessor(keras_hub.models.Preprocessor):
         self.add_start_token = add_start_token
         self.add_end_token = add_end_token
         self.loss_positions = bool(loss_positions)
+        self.item_texts = self._check_texts(item_texts)
         self._entity_rows = {}
         for i, item_id in enumerate(self.item_ids):
             self._entity_rows[item_prefix + item_id] = i
@@ -153,6 +175,10 @@ class ItemLanguageModelPreprocessor(keras_hub.models.Preprocessor):
         # A mention is a prefix plus an alphanumeric id, not glued to a
         # preceding word character ("xitem_1" is not a mention).
         self._mention_re = re.compile(rf"(?<![A-Za-z0-9_])(?:{prefixes})[A-Za-z0-9]+")
+
+    def build(self, input_shape=None):
+        # All state is made in `__init__` (the tokenizer is built already).
+        self.built = True
 
     @staticmethod
     def _check_ids(ids, name):
@@ -170,6 +196,46 @@ class ItemLanguageModelPreprocessor(keras_hub.models.Preprocessor):
                 seen.add(i)
             raise ValueError(f"`{name}` has duplicate ids: {dups[:10]}.")
         return ids
+
+    def _check_texts(self, item_texts):
+        """The catalogue as a list aligned with `item_ids` (or None)."""
+        if item_texts is None:
+            return None
+        if isinstance(item_texts, dict):
+            texts = {str(k): v for k, v in item_texts.items()}
+            unknown = sorted(set(texts) - set(self.item_ids))
+            if unknown:
+                raise ValueError(
+                    f"`item_texts` names {len(unknown)} item(s) not in "
+                    f"`item_ids`, e.g. {unknown[:5]}."
+                )
+            item_texts = [texts.get(i, "") for i in self.item_ids]
+        item_texts = list(item_texts)
+        if len(item_texts) != len(self.item_ids):
+            raise ValueError(
+                f"`item_texts` has {len(item_texts)} texts for "
+                f"{len(self.item_ids)} items; give one per item (or a dict)."
+            )
+        for i, text in enumerate(item_texts):
+            if not isinstance(text, str):
+                raise TypeError(
+                    f"`item_texts[{i}]` (item {self.item_ids[i]}) must be a "
+                    f"string, got {type(text).__name__}."
+                )
+        return item_texts
+
+    def item_text(self, item):
+        """The catalogue text of an item given by id (`1001`) or name.
+
+        Raises:
+            ValueError: an unknown item, or no catalogue (`item_texts`).
+        """
+        row = self.item_index(item)
+        if self.item_texts is None:
+            raise ValueError(
+                "This preprocessor has no item catalogue (`item_texts`)."
+            )
+        return self.item_texts[row]
 
     # ------------------------------------------------------------------
     # Properties.
@@ -581,6 +647,93 @@ class ItemLanguageModelPreprocessor(keras_hub.models.Preprocessor):
         prompts = to_python_strings(prompts, "prompts")
         return self._generate_pack(prompts, sequence_length)
 
+    def recommend_preprocess(self, x, length_multiple=16):
+        """Prompts -> model inputs for ranking items (`ItemLanguageModel.recommend`).
+
+        As `generate_preprocess`, but every row is padded only to the
+        longest prompt (rounded up to `length_multiple`), not to
+        `sequence_length`: the ranking appends the item's tokens after the
+        prompt, so the width is what the prompts need. Slicing rows and
+        then columns up to `max(lengths[rows])` gives a batch of its own.
+
+        Args:
+            x: a string, a list of strings, or `{"prompts": ...}`.
+            length_multiple: int, the padded width's multiple.
+
+        Returns:
+            dict of numpy arrays: `token_ids`, `padding_mask` (and
+            `soft_token_mask`, `entity_ids` when items get soft tokens), as
+            in the class docstring, `[B, W]`, plus `lengths` int32 `[B]`
+            (each prompt's tokens, soft and start tokens included).
+
+        Raises:
+            ValueError: a prompt longer than `sequence_length`, an unknown
+                mention, or an empty prompt.
+
+        Example:
+        ```python
+        x = preprocessor.recommend_preprocess(["user_1 watched item_1001 ."])
+        x["lengths"]  # array([...], dtype=int32)
+        ```
+        """
+        prompts, _ = self._split_inputs(x)
+        prompts = to_python_strings(prompts, "prompts", allow_blank=False)
+        layouts, mentions = self._layout_prompts(prompts)
+        lengths = np.array([len(ids) for ids, _ in layouts], dtype="int32")
+        for i, n in enumerate(lengths):
+            if n > self.sequence_length:
+                raise ValueError(
+                    f"Prompt {i} has {n} tokens (soft and start tokens "
+                    "included), longer than the preprocessor's "
+                    f"sequence_length={self.sequence_length}."
+                )
+            if n == 0:
+                raise ValueError(f"Prompt {i} is empty (and there is no start token).")
+        width = _label_width(int(lengths.max()), length_multiple, np.inf)
+        x = {
+            "token_ids": self._pad(
+                [ids for ids, _ in layouts], width, self.pad_token_id, "int32"
+            ),
+            "padding_mask": self._pad(
+                [[True] * n for n in lengths], width, False, "bool"
+            ),
+        }
+        if self.num_soft_tokens:
+            x["soft_token_mask"] = self._pad(
+                [soft for _, soft in layouts], width, False, "bool"
+            )
+            x["entity_ids"] = self._entity_array(mentions)
+        x["lengths"] = lengths
+        return x
+
+    def response_token_ids(self, responses):
+        """Token ids of responses exactly as training lays them out.
+
+        Each response is tokenized on its own and followed by the end token
+        when `add_end_token` (e.g. the item names of the `recommend()`
+        trie, `ItemLanguageModel.item_trie`).
+
+        Args:
+            responses: a list of strings.
+
+        Returns:
+            A list of lists of ints, one per response.
+
+        Example:
+        ```python
+        preprocessor.response_token_ids(["item_1001", "item_1002"])
+        ```
+        """
+        responses = to_python_strings(responses, "responses")
+        rows = self._tokenize(responses)
+        if self.add_end_token:
+            if self.end_token_id is None:
+                raise ValueError(
+                    "`add_end_token=True` but the tokenizer has no end token."
+                )
+            rows = [r + [self.end_token_id] for r in rows]
+        return rows
+
     def generate_postprocess(self, x):
         """Generated token ids -> strings, dropping prompt soft tokens,
         padding and special tokens."""
@@ -613,6 +766,7 @@ class ItemLanguageModelPreprocessor(keras_hub.models.Preprocessor):
                 "user_prefix": self.user_prefix,
                 "add_start_token": self.add_start_token,
                 "add_end_token": self.add_end_token,
+                "item_texts": self.item_texts,
                 "loss_positions": self.loss_positions,
             }
         )

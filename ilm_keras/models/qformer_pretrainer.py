@@ -3,7 +3,7 @@
 import keras
 from keras import ops
 
-from ilm_keras.models.qformer_tokenizer import SPECIAL_TOKENS
+from ilm_keras.tokenizers.qformer_tokenizer import SPECIAL_TOKENS
 from ilm_keras.utils.replicas import scale_loss_for_replicas
 from ilm_keras.utils.runtime_checks import check
 
@@ -18,7 +18,7 @@ LOSS_SETS = {
     "ii_ui": ("ii", "ui"),
 }
 ALL_LOSSES = ("itc", "itg", "itm", "ii", "ui")
-# The `kind` of every example in a batch (see `ilm_keras.data.phase1_batches`).
+# The `kind` of every example in a batch (see `ilm_keras.models.phase1_batches`).
 ITEM_TEXT, ITEM_ITEM, USER_ITEM = 0, 1, 2
 _NEG = -1e4  # a finite "minus infinity" that stays finite in float16/bfloat16
 

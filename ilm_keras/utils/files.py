@@ -16,6 +16,7 @@ scratch.
 
 import json
 import os
+import shutil
 import zipfile
 
 import numpy as np
@@ -130,6 +131,39 @@ def save_model(model, path):
 def save_weights(model, path):
     """`model.save_weights(path)` (a `.weights.h5` file), atomically."""
     atomic_write(path, model.save_weights)
+
+
+def save_preset(model, path):
+    """`model.save_to_preset(path)` (a keras-hub preset folder), all at once.
+
+    The preset is written to a temporary folder beside `path`, which then
+    replaces `path` (a preset already there is removed after the swap), so
+    a kill leaves either the old preset or the new one, never half of one.
+
+    Example:
+    ```python
+    save_preset(ilm, "runs/quickstart/preset")
+    ```
+    """
+    path = os.path.abspath(path)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = _temporary_path(path)
+    old = tmp + "-old"
+    for leftover in (tmp, old):
+        shutil.rmtree(leftover, ignore_errors=True)
+    try:
+        model.save_to_preset(tmp)
+        for name in os.listdir(tmp):
+            if os.path.isfile(os.path.join(tmp, name)):
+                _fsync(os.path.join(tmp, name))
+        if os.path.exists(path):
+            os.replace(path, old)
+        os.replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+    _fsync(os.path.dirname(path), directory=True)
 
 
 def _missing(path):

@@ -44,12 +44,12 @@ def test_default_ids():
 @pytest.mark.parametrize(
     "overrides, message",
     [
-        ({"user_table": np.zeros((3,))}, "must be 2-D"),
+        ({"user_table": np.zeros((3,))}, "must be a 2-D array"),
         ({"item_table": np.zeros((5, 3))}, "same embedding dim"),
         ({"item_table": np.zeros((5, 4), dtype=np.int32)}, "floating-point"),
         (
             {"item_table": np.array([[0.0] * 4] * 2 + [[np.nan] * 4] * 3)},
-            "non-finite values .* first is in row 2",
+            r"`item_table` holds NaN or inf in 3 row\(s\), first rows: \[2, 3, 4\]",
         ),
         ({"user_ids": ["u1", "u2"]}, "2 ids for a table of 3 rows"),
         ({"item_ids": ["a", "b", "a", "d", "e"]}, "id 'a' more than once"),
@@ -91,7 +91,7 @@ def test_load_valid_hand_written_file(tmp_path):
         ({"item_ids": np.array(["a", "b"])}, "2 ids for a table of 4 rows"),
         (
             {"item_table": np.full((4, 3), np.inf, np.float32)},
-            "non-finite",
+            "NaN or inf",
         ),
         ({"config": np.array("{not json")}, "not valid JSON"),
     ],

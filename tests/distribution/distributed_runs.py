@@ -185,19 +185,19 @@ def jax_phase2():
         layout_map=layouts, batch_dim_name="batch"
     ).scope():
         model = phase2_model(tokenizer)
-        llm_before = [to_np(w) for w in model.backbone.weights]
+        llm_before = [to_np(w) for w in model.backbone.llm.weights]
         losses = fit_phase2(model, weights, pairs)
     out["model_parallel"] = {
         "losses": losses,
         "weight_diff": max_diff([to_np(w) for w in model.weights], one_weights),
         "llm_unchanged": max_diff(
-            [to_np(w) for w in model.backbone.weights], llm_before
+            [to_np(w) for w in model.backbone.llm.weights], llm_before
         ) == 0.0,
         "shardings": shardings(model.weights),
-        "backbone_paths": [v.path for v in model.backbone.weights],
+        "backbone_paths": [v.path for v in model.backbone.llm.weights],
         "keras_hub_axes": {
             v.path: list(hub_layouts[v.path].axes)
-            for v in model.backbone.weights
+            for v in model.backbone.llm.weights
             if hub_layouts[v.path] is not None
         },
     }

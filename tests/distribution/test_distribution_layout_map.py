@@ -50,7 +50,7 @@ def test_composes_the_backbone_map_with_the_ilm_parts(tokenizer, arch, encoder):
         assert layouts[key].device_mesh is device_mesh
     # No backbone variable is caught by one of our keys: each gets exactly
     # keras-hub's layout (or none).
-    for v in model.backbone.weights:
+    for v in model.backbone.llm.weights:
         assert axes(layouts, v.path) == axes(hub, v.path), v.path
     assert axes(layouts, "token_embedding/embeddings") == ("model", "batch")
     # Our parts: every variable resolves to at most one key.

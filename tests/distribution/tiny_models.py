@@ -13,7 +13,7 @@ import ilm_keras
 from ilm_keras.data import item_item_pairs
 from ilm_keras.data import make_synthetic_data
 from ilm_keras.data import user_item_pairs
-from ilm_keras.llm.openp5_tokenizer import OpenP5Tokenizer
+from ilm_keras.tokenizers.openp5_tokenizer import OpenP5Tokenizer
 
 ITEMS = [str(1000 + i) for i in range(8)]  # every item name: 7 tokens
 USERS = [str(i) for i in range(4)]

@@ -4,10 +4,10 @@ import keras
 import numpy as np
 import pytest
 
-from ilm_keras.llm.backbone_pretraining import PromptResponseBatches
-from ilm_keras.llm.backbone_pretraining import make_llama_backbone
-from ilm_keras.llm.backbone_pretraining import pretrain_backbone
-from ilm_keras.llm.openp5_tokenizer import OpenP5Tokenizer
+from ilm_keras.models.prompt_response_batches import PromptResponseBatches
+from ilm_keras.experiments.backbone_pretraining import make_llama_backbone
+from ilm_keras.experiments.backbone_pretraining import pretrain_backbone
+from ilm_keras.tokenizers.openp5_tokenizer import OpenP5Tokenizer
 from ilm_keras.models.item_language_model import ItemLanguageModel
 from ilm_keras.models.item_language_model_preprocessor import (
     ItemLanguageModelPreprocessor,

@@ -20,13 +20,13 @@ def test_every_variant_trains_its_own_copy_of_the_decoder():
     results = run_synthetic(config, log=lambda *a: None, **SMALL_DATA)
     pretrained = results["backbone"].get_weights()
     for variant in ("none", "ilm"):
-        backbone = results["models"][variant].backbone
+        backbone = results["models"][variant].backbone.llm
         assert backbone is not results["backbone"]
         assert backbone.trainable
         changed = [not np.array_equal(a, b)
                    for a, b in zip(pretrained, backbone.get_weights())]
         assert len(changed) == len(pretrained) and any(changed), variant
     # The two copies trained differently (other inputs: soft tokens or not).
-    none, ilm = (results["models"][v].backbone.get_weights()
+    none, ilm = (results["models"][v].backbone.llm.get_weights()
                  for v in ("none", "ilm"))
     assert any(not np.array_equal(a, b) for a, b in zip(none, ilm))

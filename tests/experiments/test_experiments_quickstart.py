@@ -6,9 +6,11 @@ from ilm_keras import data as ild
 from ilm_keras.experiments import quickstart_config
 from ilm_keras.experiments import run_synthetic
 from ilm_keras.experiments.synthetic import SMALL_DATA
+from ilm_keras.models.item_language_model import ItemLanguageModel
+from ilm_keras.utils import files
 
 
-def test_quickstart_pipeline_small(seed):
+def test_quickstart_pipeline_small(seed, tmp_path):
     config = quickstart_config(small=True, seed=seed)
     results = run_synthetic(config, log=lambda *a: None, **SMALL_DATA)
 
@@ -43,3 +45,17 @@ def test_quickstart_pipeline_small(seed):
     reply = model.generate([prompt], max_length=model.preprocessor.sequence_length)[0]
     answer = reply.split("?")[-1].strip()
     assert re.fullmatch(r"item_\d+", answer), reply
+
+    # The trained ILM as a preset (what the main job writes): the same
+    # rankings after loading, and the catalogue names the items.
+    ilm = results["models"]["ilm"]
+    preset = str(tmp_path / "preset")
+    files.save_preset(ilm, preset)
+    files.save_preset(ilm, preset)  # replacing one is fine too
+    loaded = ItemLanguageModel.from_preset(preset)
+    prompts = [p for p, _ in ild.evaluation_prompts(split, "test", "sequential", 0)[:4]]
+    expected, _ = ilm.recommend(prompts, k=5)
+    got, _ = loaded.recommend(prompts, k=5)
+    assert (expected == got).all()
+    first = str(split.data.item_index[0])
+    assert loaded.preprocessor.item_text(first) == split.data.item_texts[0]

@@ -92,8 +92,8 @@ QFORMER = dict(cf_dim=6, num_layers=2, hidden_dim=16, num_heads=2,
 
 
 def tiny_ilm(item_encoder, qformer):
-    from ilm_keras.llm import OpenP5Tokenizer
-    from ilm_keras.llm import make_llama_backbone
+    from ilm_keras.tokenizers import OpenP5Tokenizer
+    from ilm_keras.experiments.backbone_pretraining import make_llama_backbone
     from ilm_keras.models.item_language_model import ItemLanguageModel
     from ilm_keras.models.item_language_model_preprocessor import (
         ItemLanguageModelPreprocessor,

@@ -8,7 +8,7 @@ from ilm_keras import data as ild
 from ilm_keras.cf import IALS
 from ilm_keras.layers.item_soft_tokens import ItemSoftTokens
 from ilm_keras.layers.user_fold_in import fold_in_users
-from ilm_keras.llm.openp5_tokenizer import OpenP5Tokenizer
+from ilm_keras.tokenizers.openp5_tokenizer import OpenP5Tokenizer
 from ilm_keras.models.item_language_model_preprocessor import (
     ItemLanguageModelPreprocessor,
 )

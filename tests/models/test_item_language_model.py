@@ -7,7 +7,9 @@ import keras_hub
 import numpy as np
 import pytest
 
+from ilm_keras.cf import CFEmbeddings
 from ilm_keras.models.item_language_model import ItemLanguageModel
+from ilm_keras.models.item_language_model_backbone import ItemLanguageModelBackbone
 from ilm_keras.models.item_language_model_preprocessor import (
     ItemLanguageModelPreprocessor,
 )
@@ -324,7 +326,7 @@ def exhaustive_scores(model, prompts):
 @pytest.mark.parametrize("arch", ["gpt2", "gemma3", "llama"])
 def test_recommend_matches_exhaustive_ranking(arch, mlp_models):
     model = mlp_models[arch]
-    lengths = [len(ids) for ids, _ in model.preprocessor._layout_prompts(PROMPTS)[0]]
+    lengths = model.preprocessor.recommend_preprocess(PROMPTS)["lengths"].tolist()
     # One prompt fills its length bucket (16) exactly: decoding then runs
     # past the padded prompt width.
     assert 32 in lengths
@@ -375,7 +377,7 @@ def test_recommend_single_prompt_batching_and_prefix(mlp_models):
 def test_atomic_items_rank_exactly_in_one_step(arch):
     """Atomic indexing: one token per item, so `recommend()` ranks every item
     exactly by log p(item token | prompt), whatever `num_beams`."""
-    from ilm_keras.llm.openp5_tokenizer import OpenP5Tokenizer
+    from ilm_keras.tokenizers.openp5_tokenizer import OpenP5Tokenizer
 
     tokenizer = OpenP5Tokenizer.from_texts(
         ["watched then next"], item_ids=ITEM_IDS, item_indexing="atomic"
@@ -630,16 +632,16 @@ def test_save_load_round_trip(
     # the parameter count is the LLM's plus the item encoder's.
     ids = [id(w) for w in model.weights]
     assert len(ids) == len(set(ids))
-    assert {id(w) for w in model.backbone.weights} <= set(ids)
+    assert {id(w) for w in model.backbone.llm.weights} <= set(ids)
     encoder = model.item_soft_tokens
     encoder_params = 0 if encoder is None else encoder.count_params()
-    assert model.count_params() == (model.backbone.count_params() + encoder_params)
+    assert model.count_params() == (model.backbone.llm.count_params() + encoder_params)
     path = os.path.join(tmp_path, "ilm.keras")
     model.save(path)
     loaded = keras.saving.load_model(path, safe_mode=True)
     assert isinstance(loaded, ItemLanguageModel)
     assert loaded.item_encoder == item_encoder
-    assert not loaded.backbone.trainable
+    assert not loaded.backbone.llm.trainable
     x = model.preprocessor.generate_preprocess(PROMPTS, sequence_length=40)
     x2 = loaded.preprocessor.generate_preprocess(PROMPTS, sequence_length=40)
     for key in x:
@@ -652,34 +654,78 @@ def test_save_load_round_trip(
         np.testing.assert_allclose(sa, sb, rtol=1e-6)
 
 
+def test_preset_round_trip(backbones, tokenizer, pretrained_qformer, tmp_path):
+    """`save_to_preset` / `from_preset`: keras-hub's files, the same logits
+    and `recommend()` output, CF tables, ids and catalogue; the LLM frozen."""
+    items, users = make_tables()
+    texts = [f"Title {i}" for i in ITEM_IDS]
+    preprocessor = ItemLanguageModelPreprocessor(
+        tokenizer, ITEM_IDS, USER_IDS, sequence_length=48, max_mentions=4,
+        item_texts=texts,
+    )
+    backbone = ItemLanguageModelBackbone(
+        llm=backbones["llama"], item_encoder="ilm", qformer=pretrained_qformer,
+        item_embeddings=items, user_embeddings=users,
+    )
+    model = ItemLanguageModel(backbone=backbone, preprocessor=preprocessor)
+    preset = str(tmp_path / "preset")
+    model.save_to_preset(preset)
+    for name in ("config.json", "task.json", "preprocessor.json",
+                 "tokenizer.json", "model.weights.h5", "metadata.json"):
+        assert os.path.exists(os.path.join(preset, name)), name
+    loaded = ItemLanguageModel.from_preset(preset)
+    assert isinstance(loaded.backbone, ItemLanguageModelBackbone)
+    assert not loaded.backbone.llm.trainable
+    assert loaded.preprocessor.item_ids == ITEM_IDS
+    assert loaded.preprocessor.user_ids == USER_IDS
+    assert loaded.preprocessor.item_text("item_42") == "Title 42"
+    np.testing.assert_array_equal(
+        to_np(loaded.cf_table), np.concatenate([items, users])
+    )
+    x = model.preprocessor.generate_preprocess(PROMPTS, sequence_length=40)
+    np.testing.assert_array_equal(logits_of(model, x), logits_of(loaded, x))
+    a, sa = model.recommend(PROMPTS, k=3)
+    b, sb = loaded.recommend(PROMPTS, k=3)
+    np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(sa, sb)
+
+
 _OTHER_BACKEND = """
 import sys
 import keras, numpy as np
 from ilm_keras import ItemLanguageModel  # registers the classes
 
-path, out = sys.argv[1], sys.argv[2]
-prompts = sys.argv[3].split("|")
-model = keras.saving.load_model(path, safe_mode=True)
-x = model.preprocessor.generate_preprocess(prompts, sequence_length=40)
-items, scores = model.recommend(prompts, k=3)
-np.savez(out, logits=keras.ops.convert_to_numpy(model.predict_on_batch(x)),
-         items=np.asarray(items).astype(str), scores=np.asarray(scores),
-         backend=keras.backend.backend())
+out, prompts = sys.argv[1], sys.argv[2].split("|")
+results = {"backend": keras.backend.backend()}
+for kind, path in (("keras", sys.argv[3]), ("preset", sys.argv[4])):
+    if kind == "keras":
+        model = keras.saving.load_model(path, safe_mode=True)
+    else:
+        model = ItemLanguageModel.from_preset(path)
+    x = model.preprocessor.generate_preprocess(prompts, sequence_length=40)
+    items, scores = model.recommend(prompts, k=3)
+    results[kind + "_logits"] = keras.ops.convert_to_numpy(model.predict_on_batch(x))
+    results[kind + "_items"] = np.asarray(items).astype(str)
+    results[kind + "_scores"] = np.asarray(scores)
+np.savez(out, **results)
 """
 
 
 def test_a_saved_model_gives_the_same_answers_on_the_other_backend(
     ilm_model, tmp_path
 ):
-    """A Q-Former ILM saved on this backend and loaded on the other
-    (float32): logits within 1e-4 and the same `recommend()` items, scores
-    within 1e-4. (The MLP variant passed too; one subprocess is enough.)"""
+    """A Q-Former ILM saved on this backend, as a `.keras` file and as a
+    preset, and loaded in a fresh process on the other backend (float32):
+    logits within 1e-4 and the same `recommend()` items, scores within
+    1e-4. (The MLP variant passed too; one subprocess is enough.)"""
     import subprocess
     import sys
 
     model = ilm_model
     path = str(tmp_path / "model.keras")
     model.save(path)
+    preset = str(tmp_path / "preset")
+    model.save_to_preset(preset)
     x = model.preprocessor.generate_preprocess(PROMPTS, sequence_length=40)
     logits = logits_of(model, x)
     items, scores = model.recommend(PROMPTS, k=3)
@@ -689,15 +735,18 @@ def test_a_saved_model_gives_the_same_answers_on_the_other_backend(
     repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     env = dict(os.environ, KERAS_BACKEND=other, PYTHONPATH=repo)
     subprocess.run(
-        [sys.executable, str(script), path, str(tmp_path / "out.npz"),
-         "|".join(PROMPTS)],
+        [sys.executable, str(script), str(tmp_path / "out.npz"),
+         "|".join(PROMPTS), path, preset],
         check=True, env=env, cwd=repo,
     )
     got = np.load(tmp_path / "out.npz")
     assert str(got["backend"]) == other
-    np.testing.assert_allclose(got["logits"], logits, atol=1e-4)
-    np.testing.assert_array_equal(got["items"], np.asarray(items).astype(str))
-    np.testing.assert_allclose(got["scores"], np.asarray(scores), atol=1e-4)
+    for kind in ("keras", "preset"):
+        np.testing.assert_allclose(got[kind + "_logits"], logits, atol=1e-4)
+        np.testing.assert_array_equal(
+            got[kind + "_items"], np.asarray(items).astype(str)
+        )
+        np.testing.assert_allclose(got[kind + "_scores"], np.asarray(scores), atol=1e-4)
 
 
 # ----------------------------------------------------------------------
@@ -771,6 +820,28 @@ def test_cf_table_errors(backbones, tokenizer, ilm_model):
         model.set_cf_tables(bad, users)
     with pytest.raises(ValueError, match="must be a 2-D array"):
         model.set_cf_tables(items[0], users)
+    with pytest.raises(ValueError, match="floating-point values, got dtype int"):
+        model.set_cf_tables(np.ones((7, 8), "int32"), users)
+    # One `CFEmbeddings` (tables + ids) for the backbone and the preprocessor.
+    cf = CFEmbeddings(users, items, user_ids=USER_IDS, item_ids=ITEM_IDS)
+    from_cf = ItemLanguageModel(
+        backbone=ItemLanguageModelBackbone(
+            llm=backbone, item_encoder="mlp", cf_embeddings=cf
+        ),
+        preprocessor=ItemLanguageModelPreprocessor(
+            tokenizer, cf_embeddings=cf, sequence_length=32
+        ),
+    )
+    np.testing.assert_array_equal(to_np(from_cf.cf_table), to_np(model.cf_table))
+    with pytest.raises(ValueError, match="either `cf_embeddings` or"):
+        ItemLanguageModelBackbone(
+            llm=backbone, item_encoder="mlp", cf_embeddings=cf,
+            item_embeddings=items,
+        )
+    with pytest.raises(TypeError, match="set those on the backbone"):
+        ItemLanguageModel(from_cf.backbone, prep, item_encoder="mlp")
+    with pytest.raises(TypeError, match="`llm` must be a keras-hub causal LM"):
+        ItemLanguageModelBackbone(llm=from_cf.backbone, item_encoder="none")
 
 
 def test_length_and_argument_errors(mlp_models, backbones, tokenizer):

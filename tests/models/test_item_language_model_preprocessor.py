@@ -222,3 +222,63 @@ def test_generate_postprocess_drops_soft_tokens(tokenizer):
     prep = make_preprocessor(tokenizer)
     x = prep.generate_preprocess(["user_1 liked item_7"])
     assert prep.generate_postprocess(x) == ["user_1 liked item_7"]
+
+
+def test_recommend_preprocess_pads_to_the_longest_prompt(tokenizer):
+    prep = make_preprocessor(tokenizer)
+    prompts = ["user_2 liked item_1001 , item_7 next", "item_42"]
+    x = prep.recommend_preprocess(prompts, length_multiple=8)
+    full = prep.generate_preprocess(prompts)
+    lengths = full["padding_mask"].sum(axis=1)
+    np.testing.assert_array_equal(x["lengths"], lengths)
+    width = x["token_ids"].shape[1]
+    assert width % 8 == 0 and lengths.max() <= width < lengths.max() + 8
+    for key in ("token_ids", "padding_mask", "soft_token_mask"):
+        np.testing.assert_array_equal(x[key], full[key][:, :width])
+    np.testing.assert_array_equal(x["entity_ids"], full["entity_ids"])
+    with pytest.raises(ValueError, match="Prompt 0 has .* longer than"):
+        make_preprocessor(tokenizer, sequence_length=8).recommend_preprocess(
+            prompts
+        )
+    with pytest.raises(ValueError, match="only whitespace"):
+        prep.recommend_preprocess(["  "])
+
+
+def test_response_token_ids_end_like_training_responses(tokenizer):
+    prep = make_preprocessor(tokenizer)
+    x, y, w = prep({"prompts": ["next"], "responses": ["item_42"]})
+    rows = prep.response_token_ids(["item_42"])
+    assert y[0][w[0] > 0].tolist() == rows[0]
+    assert rows[0][-1] == prep.end_token_id
+
+
+def test_item_catalogue(tokenizer):
+    texts = {"42": "Film 42", "7": "Film 7"}
+    prep = make_preprocessor(tokenizer, item_texts=texts)
+    assert prep.item_text("item_42") == "Film 42"
+    assert prep.item_text(1001) == ""  # no text given for it
+    restored = ItemLanguageModelPreprocessor.from_config(prep.get_config())
+    assert restored.item_texts == ["Film 7", "Film 42", ""]
+    with pytest.raises(ValueError, match="not in `item_ids`, e.g. \\['8'\\]"):
+        make_preprocessor(tokenizer, item_texts={"8": "?"})
+    with pytest.raises(ValueError, match="2 texts for 3 items"):
+        make_preprocessor(tokenizer, item_texts=["a", "b"])
+    with pytest.raises(ValueError, match="Unknown item 'item_9'"):
+        prep.item_text("item_9")
+    with pytest.raises(ValueError, match="no item catalogue"):
+        make_preprocessor(tokenizer).item_text("7")
+
+
+def test_ids_from_cf_embeddings(tokenizer):
+    from ilm_keras.cf import CFEmbeddings
+
+    cf = CFEmbeddings(
+        np.zeros((2, 4), "float32"), np.zeros((3, 4), "float32"),
+        user_ids=USER_IDS, item_ids=ITEM_IDS,
+    )
+    prep = ItemLanguageModelPreprocessor(tokenizer, cf_embeddings=cf)
+    assert prep.item_ids == ITEM_IDS and prep.user_ids == USER_IDS
+    with pytest.raises(ValueError, match="either `cf_embeddings` or"):
+        ItemLanguageModelPreprocessor(tokenizer, ITEM_IDS, cf_embeddings=cf)
+    with pytest.raises(ValueError, match="item ids are missing"):
+        ItemLanguageModelPreprocessor(tokenizer)

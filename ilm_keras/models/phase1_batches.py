@@ -4,25 +4,11 @@ import math
 
 import numpy as np
 
+from ilm_keras.cf.embeddings import check_table
 from ilm_keras.models.qformer_pretrainer import ITEM_ITEM
 from ilm_keras.models.qformer_pretrainer import ITEM_TEXT
 from ilm_keras.models.qformer_pretrainer import LOSS_SETS
 from ilm_keras.models.qformer_pretrainer import USER_ITEM
-
-
-def _checked_table(table, name):
-    table = np.asarray(table, dtype="float32")
-    if table.ndim != 2:
-        raise ValueError(
-            f"{name} must be a 2-D [rows, cf_dim] array, got shape {table.shape}."
-        )
-    bad = ~np.isfinite(table).all(axis=1)
-    if bad.any():
-        raise ValueError(
-            f"{name} holds NaN or inf values in {int(bad.sum())} row(s), e.g. "
-            f"row {int(np.flatnonzero(bad)[0])}; CF embeddings must be finite."
-        )
-    return table
 
 
 def _checked_indices(indices, size, what):
@@ -141,7 +127,7 @@ def make_phase1_dataset(
             f"batch_size must be >= 2 (in-batch negatives), got {batch_size}."
         )
     enabled = LOSS_SETS[losses]
-    item_table = _checked_table(item_table, "item_table")
+    item_table = check_table(item_table, "item_table")
     cf_dim = item_table.shape[1]
     streams = []  # (kind, arrays, to_batch)
     items_tf = tf.constant(item_table)
@@ -184,7 +170,7 @@ def make_phase1_dataset(
             raise ValueError(
                 f"losses={losses!r} needs user_item pairs and a user_table."
             )
-        user_table = _checked_table(user_table, "user_table")
+        user_table = check_table(user_table, "user_table")
         if user_table.shape[1] != cf_dim:
             raise ValueError(
                 f"user_table has dimension {user_table.shape[1]} but item_table "

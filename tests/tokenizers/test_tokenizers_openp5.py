@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from ilm_keras.llm.openp5_tokenizer import OpenP5Tokenizer
+from ilm_keras.tokenizers.openp5_tokenizer import OpenP5Tokenizer
 
 
 def _tokens(tokenizer, text):

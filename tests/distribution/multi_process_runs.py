@@ -1,0 +1,110 @@
+"""One process of a multi-process data-parallel run (JAX, CPU collectives).
+
+    python multi_process_runs.py PROCESS_ID NUM_PROCESSES PORT OUT.json
+
+Each process sees 2 virtual CPU devices; `keras.distribution.initialize`
+joins the processes through a coordinator on 127.0.0.1:PORT (process 0
+hosts it), and JAX's gloo CPU collectives carry the all-reduces. Every
+process first trains the tiny models on one local device without any
+distribution (the single-process reference: the same in every process),
+then under `DataParallel` over all processes' devices, with each process
+reading only its own rows of every global batch
+(`ilm_keras.distribution.process_shard`). It writes the losses and weight differences to OUT.json; the
+assertions live in `test_distribution_multi_process.py`.
+"""
+
+import json
+import os
+import sys
+
+PROCESS_ID, NUM_PROCESSES, PORT, OUT = (
+    int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
+)
+os.environ["KERAS_BACKEND"] = "jax"
+os.environ["XLA_FLAGS"] = (
+    os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=2"
+)
+
+import jax  # noqa: E402
+
+jax.config.update("jax_cpu_collectives_implementation", "gloo")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+keras.distribution.initialize(
+    job_addresses=f"127.0.0.1:{PORT}", num_processes=NUM_PROCESSES,
+    process_id=PROCESS_ID,
+)
+
+from ilm_keras.distribution import process_shard  # noqa: E402
+from distributed_runs import BatchLosses  # noqa: E402
+from distributed_runs import max_diff  # noqa: E402
+from distributed_runs import to_np  # noqa: E402
+from tiny_models import phase1_dataset  # noqa: E402
+from tiny_models import phase1_pretrainer  # noqa: E402
+from tiny_models import phase1_problem  # noqa: E402
+from tiny_models import phase2_model  # noqa: E402
+from tiny_models import phase2_pairs  # noqa: E402
+from tiny_models import phase2_tokenizer  # noqa: E402
+
+
+def fit(model, weights, dataset, steps):
+    model.set_weights(weights)
+    model.compile(optimizer=keras.optimizers.SGD(0.5))
+    logs = BatchLosses()
+    model.fit(dataset, steps_per_epoch=steps, epochs=1, shuffle=False,
+              verbose=0, callbacks=[logs])
+    return logs.logs, [to_np(w) for w in model.weights]
+
+
+def phase1():
+    problem = phase1_problem()
+    base = phase1_pretrainer(problem, "it")
+    weights = base.get_weights()
+    one_logs, one_weights = fit(
+        base, weights, phase1_dataset(problem, "it", batch_size=8), steps=6
+    )
+    # Each process keeps its own rows of every global batch.
+    with keras.distribution.DataParallel(auto_shard_dataset=False).scope():
+        model = phase1_pretrainer(problem, "it")
+        dataset = phase1_dataset(problem, "it", batch_size=8)
+        logs, got = fit(model, weights, process_shard(dataset), steps=6)
+    return {
+        "one": one_logs, "multi": logs,
+        "weight_diff": max_diff(got, one_weights),
+        "moved": max_diff(one_weights, weights),
+    }
+
+
+def phase2():
+    tokenizer = phase2_tokenizer()
+    base = phase2_model(tokenizer)
+    x, y, w = base.preprocessor(phase2_pairs())
+    x = {k: np.asarray(v) for k, v in x.items()}
+    # int32 masks: Keras' JAX data path stacks the per-process shards.
+    dataset = tf.data.Dataset.from_tensor_slices((x, y, w)).batch(8).repeat()
+    weights = base.get_weights()
+    one_logs, one_weights = fit(base, weights, dataset, steps=4)
+    with keras.distribution.DataParallel(auto_shard_dataset=False).scope():
+        model = phase2_model(tokenizer)
+        logs, got = fit(model, weights, process_shard(dataset), steps=4)
+    return {
+        "one": one_logs, "multi": logs,
+        "weight_diff": max_diff(got, one_weights),
+        "moved": max_diff(one_weights, weights),
+    }
+
+
+result = {
+    "process_id": PROCESS_ID,
+    "process_count": jax.process_count(),
+    "devices": jax.device_count(),
+    "local_devices": jax.local_device_count(),
+    "phase1": phase1(),
+    "phase2": phase2(),
+}
+with open(OUT, "w") as f:
+    json.dump(result, f)
+print("done", PROCESS_ID, flush=True)
