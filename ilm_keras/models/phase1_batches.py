@@ -60,7 +60,7 @@ def _item_text_stream(item_text, item_table, items_tf):
 
 
 def make_phase1_dataset(
-    item_table,
+    item_table=None,
     item_text=None,
     item_item=None,
     user_item=None,
@@ -70,6 +70,7 @@ def make_phase1_dataset(
     shuffle=True,
     repeat=True,
     seed=0,
+    cf_embeddings=None,
 ):
     """Builds the `tf.data` pipeline that `QFormerPretrainer.fit` reads.
 
@@ -99,6 +100,9 @@ def make_phase1_dataset(
         repeat: bool. If True the dataset never ends: pass the returned
             `steps_per_epoch` to `fit`. If False each kind is read once.
         seed: int.
+        cf_embeddings: optional `ilm_keras.cf.CFEmbeddings`, in place of
+            `item_table` and `user_table` (the same object the
+            `ItemLanguageModelBackbone` and its preprocessor take).
 
     Returns:
         `(dataset, steps_per_epoch)`; one epoch is one pass over the
@@ -125,6 +129,17 @@ def make_phase1_dataset(
     if batch_size < 2:
         raise ValueError(
             f"batch_size must be >= 2 (in-batch negatives), got {batch_size}."
+        )
+    if cf_embeddings is not None:
+        if item_table is not None or user_table is not None:
+            raise ValueError(
+                "Pass either `cf_embeddings` or `item_table` / `user_table`, "
+                "not both."
+            )
+        item_table, user_table = cf_embeddings.item_table, cf_embeddings.user_table
+    if item_table is None:
+        raise ValueError(
+            "The item CF table is missing: pass `item_table` or `cf_embeddings`."
         )
     enabled = LOSS_SETS[losses]
     item_table = check_table(item_table, "item_table")

@@ -12,6 +12,7 @@ from ilm_keras import QFormer
 from ilm_keras import QFormerPretrainer
 from ilm_keras import QFormerTokenizer
 from ilm_keras import make_phase1_dataset
+from ilm_keras.cf import CFEmbeddings
 from ilm_keras.data import item_item_pairs
 from ilm_keras.data import make_synthetic_data
 from ilm_keras.data import user_item_pairs
@@ -266,6 +267,25 @@ def test_dataset_errors_name_the_problem(problem):
         )
     with pytest.raises(ValueError, match="batch_size"):
         dataset(problem, batch_size=1)
+    with pytest.raises(ValueError, match="item CF table is missing"):
+        make_phase1_dataset(item_text=problem["item_text"], losses="it")
+
+
+def test_dataset_from_cf_embeddings(problem):
+    """One `CFEmbeddings` gives the same batches as its two tables."""
+    planted = problem["planted"]
+    cf = CFEmbeddings(planted["user_factors"], planted["item_factors"])
+    kwargs = dict(item_text=problem["item_text"], item_item=problem["item_item"],
+                  user_item=problem["user_item"], losses="all", batch_size=8)
+    from_cf, _ = make_phase1_dataset(cf_embeddings=cf, **kwargs)
+    from_tables, _ = make_phase1_dataset(
+        planted["item_factors"], user_table=planted["user_factors"], **kwargs
+    )
+    for a, b in zip(first_batches(from_cf, 3), first_batches(from_tables, 3)):
+        for key in a:
+            np.testing.assert_array_equal(a[key], b[key])
+    with pytest.raises(ValueError, match="either `cf_embeddings` or"):
+        make_phase1_dataset(planted["item_factors"], cf_embeddings=cf, **kwargs)
 
 
 def test_every_loss_trains_in_one_fit(problem, seed):
