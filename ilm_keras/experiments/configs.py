@@ -175,15 +175,22 @@ def get_config(name, **overrides):
     return dataclasses.replace(config, **overrides)
 
 
-def parse_overrides(assignments):
+def parse_overrides(assignments, config_class=None):
     """`["seed=1", "item_indexing=random"]` -> `{"seed": 1, ...}`, each
-    value converted to its `PipelineConfig` field's type (`none` for None).
+    value converted to its field's type (`none` for None; tuples:
+    comma-separated).
+
+    Args:
+        assignments: `"FIELD=VALUE"` strings.
+        config_class: the dataclass whose fields these are (default
+            `PipelineConfig`; the item-language benchmark passes its own).
 
     Raises:
         ValueError: an assignment without `=`, an unknown field, or a value
             that is not of the field's type.
     """
-    types = typing.get_type_hints(PipelineConfig)
+    config_class = config_class or PipelineConfig
+    types = typing.get_type_hints(config_class)
     out = {}
     for assignment in assignments or ():
         if "=" not in assignment:
@@ -195,8 +202,8 @@ def parse_overrides(assignments):
                     " `python -m ilm_keras.experiments configs NAME` lists "
                     "the fields.")
             raise ValueError(
-                f"Unknown PipelineConfig field {name!r} in {assignment!r}."
-                + hint
+                f"Unknown {config_class.__name__} field {name!r} in "
+                f"{assignment!r}." + hint
             )
         kind = types[name]
         if text.lower() == "none":
@@ -205,6 +212,8 @@ def parse_overrides(assignments):
             if text.lower() not in ("true", "false", "1", "0"):
                 raise ValueError(f"{name} takes true/false, got {text!r}.")
             out[name] = text.lower() in ("true", "1")
+        elif kind is tuple:
+            out[name] = tuple(t.strip() for t in text.split(",") if t.strip())
         else:
             try:
                 out[name] = kind(text)

@@ -1,0 +1,858 @@
+"""Item-language tasks over a frozen pretrained LLM (the paper's Table 1).
+
+The ILM paper's Table 1: with a frozen LLM, an item encoder pretrained to
+align CF embeddings with language (`ilm`) describes items better than the
+same encoder untrained (`ilm_rand`) and than CoLLM's MLP (`mlp`). This
+module holds the pieces of that experiment on MovieLens (CF from the
+ratings, text from title / year / genres); `benchmarks/item_language_table.py`
+runs it and `examples/item_language.py` runs one cell.
+
+- `split_items`: seen items (their texts are phase-1 and phase-2 targets)
+  and held-out items (never a text target; only their CF vectors known).
+- `item_task_examples`, `chat_prompt`, `reference_prompt`,
+  `prior_answers`: the prompts and answers of the conversational tasks
+  (`ilm_keras.data.templates`), and the reference rows' prompts.
+- `parse_genres`, `genre_scores`, `parse_year`, `year_within`: the exact
+  metrics (no embedding model needed).
+- `linear_probe`: ridge regression from the CF vector to genres and year,
+  the ceiling of what any item encoder can pass on from CF alone.
+- `build_variant`: the one place an `ItemLanguageModel` is constructed.
+- `train_variant`, `generate_answers`, `answer_log_perplexity`,
+  `score_answers`, `run_item_language_seed`: phase 2 and evaluation.
+"""
+
+import dataclasses
+import re
+import time
+
+import keras
+import numpy as np
+
+from ilm_keras import data as ild
+from ilm_keras.data.movielens import readable_title
+from ilm_keras.experiments import pipeline as pl
+from ilm_keras.experiments.configs import parse_overrides
+from ilm_keras.metrics.perplexity import token_nll
+from ilm_keras.models.item_language_model import ItemLanguageModel
+from ilm_keras.models.item_language_model_backbone import ItemLanguageModelBackbone
+from ilm_keras.models.prompt_response_batches import PromptResponseBatches
+from ilm_keras.models.item_language_model_preprocessor import (
+    ItemLanguageModelPreprocessor,
+)
+from ilm_keras.utils.determinism import seed_everything
+from ilm_keras.utils.schedules import warmup_cosine
+
+VARIANTS = ("mlp", "ilm_rand", "ilm")
+ROWS = ("text_reference", "mlp", "ilm_rand", "ilm", "floor_llm", "floor_prior")
+ROW_NAMES = {
+    "text_reference": "frozen LLM + title in text (upper reference)",
+    "mlp": "MLP (CoLLM)",
+    "ilm_rand": "ILM-rand",
+    "ilm": "ILM",
+    "floor_llm": "frozen LLM, nothing about the item (floor)",
+    "floor_prior": "most frequent answer of seen items (prior floor)",
+}
+
+# The 18 MovieLens genres and the word stems that name them in free text
+# (lower case; an answer names a genre when one of its stems starts a word).
+GENRE_STEMS = {
+    "Action": ("action",),
+    "Adventure": ("adventur",),
+    "Animation": ("animat", "cartoon"),
+    "Children's": ("children", "child", "kids", "family"),
+    "Comedy": ("comed", "comic", "funny"),
+    "Crime": ("crime", "criminal", "gangster"),
+    "Documentary": ("documentar",),
+    "Drama": ("drama",),
+    "Fantasy": ("fantas",),
+    "Film-Noir": ("film-noir", "film noir", "noir"),
+    "Horror": ("horror",),
+    "Musical": ("musical",),
+    "Mystery": ("myster",),
+    "Romance": ("romanc", "romantic"),
+    "Sci-Fi": ("sci-fi", "science fiction", "science-fiction", "scifi"),
+    "Thriller": ("thriller",),
+    "War": ("war", "wartime"),
+    "Western": ("western",),
+}
+GENRES = tuple(GENRE_STEMS)
+_GENRE_PATTERNS = {
+    genre: re.compile(r"(?<![a-z])(?:" + "|".join(
+        re.escape(s) + (r"\b" if s in ("war", "child", "kids", "noir") else "")
+        for s in stems) + ")")
+    for genre, stems in GENRE_STEMS.items()
+}
+_YEAR = re.compile(r"(?<!\d)(1[89]\d\d|20[0-2]\d)(?!\d)")
+_MENTION = re.compile(r"(?<![A-Za-z0-9_])item_([A-Za-z0-9]+)")
+
+
+@dataclasses.dataclass
+class ItemLanguageConfig:
+    """Knobs of the item-language experiment (defaults: one seed in about
+    30 minutes on a 2-core CPU shared with another job).
+
+    Attributes:
+        heldout_fraction: share of the items with title, year and genres
+            held out (never a text target; only their CF vectors known).
+        train_tasks: single-item conversational tasks trained in phase 2.
+        eval_tasks: tasks scored (each on seen and held-out items).
+        num_eval_items: test items per subset (seen / held-out), a random
+            sample drawn per seed.
+        phase1_losses, phase1_epochs, phase1_steps_per_epoch: phase 1
+            (`QFormerPretrainer`), on the seen items' texts only.
+        cf_dim, cf_regularization, cf_alpha, cf_iterations: iALS.
+        qformer_layers, qformer_hidden, qformer_heads, num_query_tokens,
+        num_cf_tokens: the Q-Former (N soft tokens per item).
+        num_mlp_tokens: soft tokens of the MLP (CoLLM) variant.
+        phase2_steps, phase2_batch_size, phase2_learning_rate,
+        phase2_warmup_steps: phase 2 (one pass of `phase2_steps` batches).
+        max_new_tokens: the longest generated answer.
+        generate_batch_size: prompts per `generate` call.
+        one_shot: give the reference rows (frozen LLM, no training) one
+            worked example of the answer format, from a seen item.
+        llm: the frozen LLM (`ilm_keras.llm.load_causal_lm` source).
+        num_general_prompts: item-free prompts of the preserved-ability
+            check (at most `len(GENERAL_PROMPTS)`).
+        seed: split, CF, phase 1, phase 2 and the evaluation sample.
+        verbose: `fit` verbosity.
+    """
+
+    heldout_fraction: float = 0.2
+    train_tasks: tuple = ("describe", "genres", "year")
+    eval_tasks: tuple = ("describe", "genres", "year")
+    num_eval_items: int = 32
+    phase1_losses: str = "it"
+    phase1_epochs: int = 4
+    phase1_steps_per_epoch: int = None
+    cf_dim: int = 64
+    cf_regularization: float = 50.0
+    cf_alpha: float = 10.0
+    cf_iterations: int = 15
+    qformer_layers: int = 2
+    qformer_hidden: int = 64
+    qformer_heads: int = 4
+    num_query_tokens: int = 4
+    num_cf_tokens: int = 4
+    num_mlp_tokens: int = 4
+    phase2_steps: int = 100
+    phase2_batch_size: int = 8
+    phase2_learning_rate: float = 1e-3
+    phase2_warmup_steps: int = 10
+    max_new_tokens: int = 24
+    generate_batch_size: int = 16
+    one_shot: bool = True
+    llm: str = "smollm2"
+    num_general_prompts: int = 20
+    seed: int = 0
+    verbose: int = 2
+
+    def pipeline_config(self):
+        """The `PipelineConfig` of the shared steps (CF, phase 1, Q-Former)."""
+        return pl.PipelineConfig(
+            cf_dim=self.cf_dim, cf_iterations=self.cf_iterations,
+            cf_regularization=self.cf_regularization, cf_alpha=self.cf_alpha,
+            qformer_layers=self.qformer_layers,
+            qformer_hidden=self.qformer_hidden,
+            qformer_heads=self.qformer_heads,
+            num_query_tokens=self.num_query_tokens,
+            num_cf_tokens=self.num_cf_tokens,
+            phase1_losses=self.phase1_losses,
+            phase1_epochs=self.phase1_epochs,
+            phase1_steps_per_epoch=self.phase1_steps_per_epoch,
+            num_mlp_tokens=self.num_mlp_tokens, verbose=self.verbose,
+            seed=self.seed,
+        )
+
+    def to_dict(self):
+        return dataclasses.asdict(self)
+
+
+SMOKE = dict(num_eval_items=8, phase1_epochs=1, phase1_steps_per_epoch=20,
+             phase2_steps=6, phase2_warmup_steps=2, max_new_tokens=12,
+             num_general_prompts=4, eval_tasks=("genres", "year"))
+
+
+def replace_from_assignments(config, assignments):
+    """`config` with `["field=value", ...]` applied, each value converted to
+    the field's type (tuples: comma-separated; `none`: None), as
+    `configs.parse_overrides` reads them.
+
+    Example:
+    ```python
+    replace_from_assignments(ItemLanguageConfig(), ["phase2_steps=300"])
+    ```
+    """
+    return dataclasses.replace(
+        config, **parse_overrides(assignments, type(config))
+    )
+
+
+# ----------------------------------------------------------------------
+# Items, prompts and answers.
+# ----------------------------------------------------------------------
+def split_items(data, heldout_fraction=0.2, seed=0):
+    """Seen and held-out items among those with a title, year and genres.
+
+    Args:
+        data: `InteractionData` with `item_meta`.
+        heldout_fraction: the held-out share.
+        seed: the draw.
+
+    Returns:
+        `(seen, held_out)`: sorted int64 arrays of item indices, disjoint.
+        Items without full metadata are in neither (no text target exists).
+
+    Example:
+    ```python
+    seen, held_out = split_items(data, 0.2, seed=0)
+    ```
+    """
+    if data.item_meta is None:
+        raise ValueError(f"{data.name}: no item_meta (title, year, genres).")
+    eligible = np.array([
+        i for i, m in enumerate(data.item_meta)
+        if m and m.get("genres") and m.get("year") is not None
+    ], dtype=np.int64)
+    if not 0 < heldout_fraction < 1:
+        raise ValueError(f"heldout_fraction must be in (0, 1); got {heldout_fraction}.")
+    rng = np.random.default_rng([seed, 19])
+    shuffled = rng.permutation(eligible)
+    count = int(round(heldout_fraction * len(eligible)))
+    return np.sort(shuffled[count:]), np.sort(shuffled[:count])
+
+
+def mentioned_items(data, texts):
+    """Item indices mentioned (`item_<index>`) in any of `texts`."""
+    row = {str(k): i for i, k in enumerate(data.item_index)}
+    out = set()
+    for text in texts:
+        out.update(row[m] for m in _MENTION.findall(text) if m in row)
+    return out
+
+
+def assert_never_targets(data, held_out, phase1_items=(), phase2_pairs=()):
+    """Raises if a held-out item is a text target of phase 1 (an item-text
+    pair) or of phase 2 (mentioned in a training prompt, whose answer is its
+    text); the guarantee behind every held-out number."""
+    held_out = set(int(i) for i in held_out)
+    leaked = held_out & set(int(i) for i in phase1_items)
+    if leaked:
+        raise AssertionError(f"Held-out items {sorted(leaked)[:5]} are phase-1 text targets.")
+    leaked = held_out & mentioned_items(data, [p for p, _ in phase2_pairs])
+    if leaked:
+        raise AssertionError(f"Held-out items {sorted(leaked)[:5]} are phase-2 text targets.")
+
+
+def chat_prompt(question, examples=()):
+    """A user turn in SmolLM2's chat format (ChatML), preceded by worked
+    `(question, answer)` examples, ending where the assistant answers."""
+    turns = ""
+    for q, a in examples:
+        turns += (f"<|im_start|>user\n{q}<|im_end|>\n"
+                  f"<|im_start|>assistant\n{a}<|im_end|>\n")
+    return turns + f"<|im_start|>user\n{question}<|im_end|>\n<|im_start|>assistant\n"
+
+
+def item_task_examples(data, items, task, seed=0):
+    """`(item, question, answer)` of one single-item task for `items`.
+
+    The question mentions the item as `item_<index>` (one of the task's
+    three phrasings, drawn with `seed`); the answer is the template text of
+    `ilm_keras.data.templates` (e.g. "Toy Story is Animation, Children's
+    and Comedy.").
+
+    Example:
+    ```python
+    item_task_examples(data, [0], "genres")
+    # [(0, "Which genres does item_1001 belong to?", "Toy Story is ...")]
+    ```
+    """
+    items = [int(i) for i in items]
+    pairs = ild.conversation_prompts(data, tasks=(task,), items=items, seed=seed)
+    if len(pairs) != len(items):
+        raise ValueError(f"{task}: {len(items)} items but {len(pairs)} answers "
+                         "(an item lacks the metadata the task needs).")
+    return [(i, q, a) for i, (q, a) in zip(items, pairs)]
+
+
+def reference_prompt(question, data, item, mode):
+    """The question of a reference row: the mention replaced by the item's
+    title in plain text (`"title"`) or by "this movie" (`"nothing"`)."""
+    if mode == "title":
+        name = readable_title(data.item_meta[item]["title"])
+    elif mode == "nothing":
+        name = "this movie"
+    else:
+        raise ValueError(f"mode must be 'title' or 'nothing'; got {mode!r}.")
+    return _MENTION.sub(name, question)
+
+
+def prior_answers(data, seen):
+    """The most frequent answer of the seen items per task, with the title
+    unknown: `{"genres": "This movie is Drama.", ...}` (the prior floor)."""
+    genres = [g for i in seen for g in data.item_meta[i]["genres"]]
+    top = max(set(genres), key=genres.count)
+    years = [data.item_meta[i]["year"] for i in seen]
+    year = max(set(years), key=years.count)
+    return {
+        "genres": f"This movie is {top}.",
+        "year": f"This movie was released in {year}.",
+        "describe": f"This movie is a movie from {year} in the {top} genre.",
+        "title": "This movie.",
+    }
+
+
+# ----------------------------------------------------------------------
+# Exact metrics.
+# ----------------------------------------------------------------------
+def parse_genres(text):
+    """The MovieLens genres an answer names.
+
+    Only the part after the first " is " is read when there is one (the
+    answer format puts the title before it, and a title may hold a genre
+    word); genre words are matched by stem ("animated" -> Animation,
+    "science fiction" -> Sci-Fi, "romantic" -> Romance).
+
+    Example:
+    ```python
+    parse_genres("Toy Story is Animation, Children's and Comedy.")
+    # frozenset({"Animation", "Children's", "Comedy"})
+    ```
+    """
+    text = (text or "").lower()
+    if " is " in text:
+        text = text.split(" is ", 1)[1]
+    return frozenset(g for g, p in _GENRE_PATTERNS.items() if p.search(text))
+
+
+def genre_scores(answer, genres):
+    """Precision, recall and F1 of the genres `answer` names against the
+    true `genres` (an answer naming none scores 0, 0, 0).
+
+    Returns:
+        dict `precision`, `recall`, `f1`, `exact` (1.0 if the sets match).
+
+    Example:
+    ```python
+    genre_scores("X is Comedy and Drama.", ["Comedy"])
+    # {"precision": 0.5, "recall": 1.0, "f1": 0.667, "exact": 0.0}
+    ```
+    """
+    predicted, true = parse_genres(answer), frozenset(genres)
+    if not true:
+        raise ValueError("An item without genres cannot be scored.")
+    hits = len(predicted & true)
+    precision = hits / len(predicted) if predicted else 0.0
+    recall = hits / len(true)
+    f1 = 2 * precision * recall / (precision + recall) if hits else 0.0
+    return {"precision": precision, "recall": recall, "f1": f1,
+            "exact": float(predicted == true)}
+
+
+def parse_year(text):
+    """The last year (1800-2029) an answer names, or None."""
+    found = _YEAR.findall(text or "")
+    return int(found[-1]) if found else None
+
+
+def year_within(answer, year, tolerance=2):
+    """1.0 if the year `answer` names is within `tolerance` of `year`."""
+    predicted = parse_year(answer)
+    return float(predicted is not None and abs(predicted - int(year)) <= tolerance)
+
+
+# ----------------------------------------------------------------------
+# Linear probe: what the CF vectors hold.
+# ----------------------------------------------------------------------
+def genre_matrix(genre_lists):
+    """Multi-hot `[n, len(GENRES)]` float32 matrix of genre lists."""
+    out = np.zeros((len(genre_lists), len(GENRES)), np.float32)
+    for r, genres in enumerate(genre_lists):
+        for g in genres:
+            out[r, GENRES.index(g)] = 1.0
+    return out
+
+
+def linear_probe(train_vectors, train_genres, train_years, test_vectors,
+                 test_genres, test_years, regularization=1.0):
+    """Ridge regression from CF vectors to genres and year, trained on one
+    item set and scored on another with the exact metrics.
+
+    A genre is predicted when its score is >= 0.5 (the top-scoring genre
+    when none is); the year is the rounded regression output. The scores
+    bound what an item encoder reading only these vectors can pass on to a
+    linear read-out (a nonlinear encoder may do somewhat better).
+
+    Args:
+        train_vectors, test_vectors: float arrays `[n, d]`.
+        train_genres, test_genres: lists of genre lists.
+        train_years, test_years: int arrays `[n]`.
+        regularization: the ridge penalty.
+
+    Returns:
+        dict: `genre_precision`, `genre_recall`, `genre_f1`, `genres_exact`,
+        `year_within_2`, `predictions` (genre lists of the test items).
+
+    Example:
+    ```python
+    probe = linear_probe(item_table[seen], genres_seen, years_seen,
+                         item_table[held], genres_held, years_held)
+    probe["genre_f1"]
+    ```
+    """
+    def design(v):
+        v = np.asarray(v, np.float64)
+        return np.concatenate([v, np.ones((len(v), 1))], axis=1)
+
+    x, x_test = design(train_vectors), design(test_vectors)
+    targets = np.concatenate([
+        genre_matrix(train_genres),
+        np.asarray(train_years, np.float64)[:, None]], axis=1)
+    penalty = regularization * np.eye(x.shape[1])
+    penalty[-1, -1] = 0.0  # the intercept is not penalised
+    weights = np.linalg.solve(x.T @ x + penalty, x.T @ targets)
+    scores = x_test @ weights
+    predictions = []
+    for row in scores[:, :len(GENRES)]:
+        picked = [GENRES[j] for j in np.flatnonzero(row >= 0.5)]
+        predictions.append(picked or [GENRES[int(np.argmax(row))]])
+    per_item = [genre_scores(f"x is {', '.join(p)}.", g)
+                for p, g in zip(predictions, test_genres)]
+    years = np.rint(scores[:, -1])
+    return {
+        "genre_precision": float(np.mean([s["precision"] for s in per_item])),
+        "genre_recall": float(np.mean([s["recall"] for s in per_item])),
+        "genre_f1": float(np.mean([s["f1"] for s in per_item])),
+        "genres_exact": float(np.mean([s["exact"] for s in per_item])),
+        "year_within_2": float(np.mean(np.abs(years - np.asarray(test_years)) <= 2)),
+        "predictions": predictions,
+    }
+
+
+# ----------------------------------------------------------------------
+# Models: construction, phase 2, generation, perplexity.
+# ----------------------------------------------------------------------
+def build_variant(variant, backbone, tokenizer, data, item_table, config,
+                  sequence_length, qformer=None):
+    """The `ItemLanguageModel` of `variant` over the frozen `backbone`; the
+    one place this benchmark constructs one.
+
+    Args:
+        variant: `"mlp"`, `"ilm_rand"` or `"ilm"`.
+        backbone, tokenizer: the frozen LLM (`load_causal_lm`).
+        data: `InteractionData` with `item_index` (prompt names).
+        item_table: float `[num_items, cf_dim]`, every item's CF vector
+            (held-out items included: their vectors are known).
+        config: `ItemLanguageConfig`.
+        sequence_length: the preprocessor's padded length.
+        qformer: the phase-1 `QFormer` (`"ilm"`; its config for
+            `"ilm_rand"` when given).
+
+    Returns:
+        An `ItemLanguageModel` (preprocessor with `loss_positions=True`).
+    """
+    if variant not in VARIANTS:
+        raise ValueError(f"variant must be one of {VARIANTS}; got {variant!r}.")
+    if variant == "ilm" and qformer is None:
+        raise ValueError("variant 'ilm' needs the phase-1 qformer.")
+    preprocessor = ItemLanguageModelPreprocessor(
+        tokenizer,
+        item_ids=[str(i) for i in data.item_index],
+        sequence_length=sequence_length,
+        max_mentions=2,
+        add_start_token=tokenizer.start_token_id is not None,
+        loss_positions=True,
+    )
+    if variant == "ilm_rand" and qformer is None:
+        qformer = pl.qformer_config(item_table, config.pipeline_config())
+    ilm_backbone = ItemLanguageModelBackbone(
+        llm=backbone,
+        item_encoder=variant,
+        qformer=qformer if variant != "mlp" else None,
+        item_embeddings=np.asarray(item_table, np.float32),
+        num_mlp_tokens=config.num_mlp_tokens,
+    )
+    return ItemLanguageModel(backbone=ilm_backbone, preprocessor=preprocessor)
+
+
+def train_variant(model, pairs, config, seed=0):
+    """Phase 2: `config.phase2_steps` AdamW steps (warmup + cosine) on the
+    shuffled `(prompt, answer)` pairs; only the item encoder and adaptor
+    train. Returns `(history, seconds)`."""
+    batches = PromptResponseBatches(
+        model.preprocessor, lambda epoch: pairs,
+        batch_size=config.phase2_batch_size, seed=seed, length_bucket=16,
+        length_group=20)
+    steps = int(config.phase2_steps)
+    model.compile(optimizer=keras.optimizers.AdamW(
+        warmup_cosine(config.phase2_learning_rate, steps,
+                      config.phase2_warmup_steps), weight_decay=0.01))
+    dataset, _ = batches.fit_input(None, 0)
+    start = time.time()
+    history = keras.Model.fit(model, dataset, steps_per_epoch=steps, epochs=1,
+                              verbose=config.verbose)
+    return history, time.time() - start
+
+
+def _round_up(n, multiple=16):
+    return -(-int(n) // multiple) * multiple
+
+
+def generate_answers(model, prompts, max_new_tokens=24, batch_size=16):
+    """Greedy answers of `model` to `prompts`, without the echoed prompt.
+
+    Prompts go in fixed-size batches (the last one padded with repeats) of
+    similar length, with `max_length` rounded up to 16, to bound the number
+    of compiled shapes. `model` decodes with the sampler it was compiled
+    with (compile it once, e.g. `model.compile(sampler="greedy")`:
+    compiling again discards the compiled `generate`).
+
+    Returns:
+        A list of strings, one per prompt.
+    """
+    preprocessor = model.preprocessor
+    prompts = list(prompts)
+    full = preprocessor.sequence_length
+    lengths = np.asarray(preprocessor.generate_preprocess(
+        prompts, sequence_length=full)["padding_mask"]).sum(axis=1)
+    order = np.argsort(lengths, kind="stable")
+    out = [None] * len(prompts)
+    for start in range(0, len(prompts), batch_size):
+        rows = list(order[start:start + batch_size])
+        batch = [prompts[r] for r in rows]
+        batch += [batch[-1]] * (batch_size - len(batch))
+        max_length = min(_round_up(max(lengths[r] for r in rows) + max_new_tokens), full)
+        replies = model.generate(batch, max_length=max_length, stop_token_ids="auto")
+        echoes = preprocessor.generate_postprocess(
+            preprocessor.generate_preprocess(batch, sequence_length=max_length))
+        for r, reply, echo in zip(rows, replies, echoes):
+            out[r] = (reply[len(echo):] if reply.startswith(echo) else reply).strip()
+    return out
+
+
+def answer_log_perplexity(model, pairs, batch_size=16):
+    """Mean negative log-likelihood per answer token (nats; the end token
+    included) of each `(prompt, answer)` pair under `model`.
+
+    Returns:
+        `(per_pair_means, per_pair_token_counts)`: float arrays.
+    """
+    preprocessor = model.preprocessor
+    nll, counts = [], []
+    pairs = list(pairs)
+    for start in range(0, len(pairs), batch_size):
+        batch = pairs[start:start + batch_size]
+        real = len(batch)
+        batch += [batch[-1]] * (batch_size - real)
+        x, y, weight = preprocessor({"prompts": [p for p, _ in batch],
+                                     "responses": [a for _, a in batch]})
+        logits = model.predict_on_batch(x)
+        weight = np.asarray(weight, np.float64)
+        labels = np.where(weight > 0, np.asarray(y), 0)
+        per_token = np.asarray(keras.ops.convert_to_numpy(token_nll(logits, labels)))
+        totals = (per_token * weight).sum(axis=1)
+        count = weight.sum(axis=1)
+        nll.extend((totals / count)[:real])
+        counts.extend(count[:real])
+    return np.asarray(nll), np.asarray(counts)
+
+
+def score_answers(task, answers, references, metas):
+    """Per-item exact metrics of one task's answers.
+
+    Returns:
+        dict of float arrays: genre `precision` / `recall` / `f1` / `exact`
+        (tasks `genres` and `describe`), `year_within_2` (task `year`).
+    """
+    out = {}
+    if task in ("genres", "describe"):
+        scores = [genre_scores(a, m["genres"]) for a, m in zip(answers, metas)]
+        for key in ("precision", "recall", "f1", "exact"):
+            out[f"genre_{key}"] = np.array([s[key] for s in scores])
+    if task == "year":
+        out["year_within_2"] = np.array(
+            [year_within(a, m["year"]) for a, m in zip(answers, metas)])
+    return out
+
+
+# ----------------------------------------------------------------------
+# General prompts of the preserved-ability check.
+# ----------------------------------------------------------------------
+GENERAL_PROMPTS = (
+    "What is the capital of France?",
+    "Name three primary colors.",
+    "How many days are in a week?",
+    "What is 12 plus 7?",
+    "Write a short greeting for a friend.",
+    "What does a bee make?",
+    "Give me a synonym for happy.",
+    "What is the boiling point of water in Celsius?",
+    "Which planet is known as the Red Planet?",
+    "Translate 'thank you' into Spanish.",
+    "What is the opposite of cold?",
+    "Name a fruit that is yellow.",
+    "How many legs does a spider have?",
+    "What language is spoken in Brazil?",
+    "Suggest a name for a pet cat.",
+    "What is the largest ocean on Earth?",
+    "Complete the sentence: The early bird ...",
+    "What do plants need to grow?",
+    "Who wrote Romeo and Juliet?",
+    "Explain what a movie trailer is in one sentence.",
+)
+
+
+def preserved_ability(model, plain_lm, prompts, max_new_tokens=24):
+    """Greedy answers of the item model and of the plain LLM to item-free
+    prompts, over the same token ids and the same lengths.
+
+    `plain_lm` is keras-hub's own `CausalLM` task over the same backbone
+    (e.g. `LlamaCausalLM(backbone, preprocessor=None)`); it is fed the
+    token ids the item model's preprocessor makes (no mention: exactly the
+    LLM tokenizer's ids) and its new tokens are detokenized with the same
+    tokenizer, special tokens dropped, as the item model's are.
+
+    Returns:
+        dict `equal` (how many answers are identical), `total`, `pairs`
+        (the first three `(prompt, ours, plain)`) and `differing` (all
+        that differ).
+    """
+    preprocessor = model.preprocessor
+    tokenizer = preprocessor.tokenizer
+    prompts = list(prompts)
+    ours = generate_answers(model, prompts, max_new_tokens, batch_size=len(prompts))
+    lengths = np.asarray(preprocessor.generate_preprocess(
+        prompts, sequence_length=preprocessor.sequence_length)["padding_mask"]).sum(axis=1)
+    max_length = min(_round_up(lengths.max() + max_new_tokens),
+                     preprocessor.sequence_length)
+    x = preprocessor.generate_preprocess(prompts, sequence_length=max_length)
+    plain_lm.compile(sampler="greedy")
+    out = plain_lm.generate(
+        {"token_ids": x["token_ids"], "padding_mask": x["padding_mask"]},
+        stop_token_ids=[tokenizer.end_token_id])
+    ids = np.asarray(keras.ops.convert_to_numpy(out["token_ids"]))
+    mask = np.asarray(keras.ops.convert_to_numpy(out["padding_mask"])).astype(bool)
+    special = set(getattr(tokenizer, "special_token_ids", []) or [])
+    theirs = []
+    for row, length in enumerate(lengths):
+        new = [int(t) for t, m in zip(ids[row, length:], mask[row, length:])
+               if m and int(t) not in special]
+        text = tokenizer.detokenize([new])[0] if new else ""
+        theirs.append((text.decode("utf-8") if isinstance(text, bytes) else str(text)).strip())
+    differing = [(p, a, b) for p, a, b in zip(prompts, ours, theirs) if a != b]
+    return {"equal": len(prompts) - len(differing), "total": len(prompts),
+            "pairs": list(zip(prompts, ours, theirs))[:3],
+            "differing": differing}
+
+
+# ----------------------------------------------------------------------
+# One seed.
+# ----------------------------------------------------------------------
+def _mean_metrics(per_item):
+    return {k: float(np.mean(v)) for k, v in per_item.items()}
+
+
+def run_item_language_seed(data, config, backbone, tokenizer, encoder,
+                           log=print, variants=VARIANTS, plain_lm=None):
+    """Every row of the item-language table for one seed.
+
+    Steps: seen / held-out split; iALS on the ratings (every item gets a CF
+    vector); phase 1 on the seen items' texts; phase 2 of each variant on
+    the seen items' conversational tasks; then, on `config.num_eval_items`
+    seen and held-out items per task, greedy answers, their semantic
+    consistency (`encoder`), the answers' log-perplexity and the exact
+    metrics, for the variants and the reference rows; a linear probe from
+    CF to genres / year; and the preserved-ability check on the ILM.
+
+    Args:
+        data: MovieLens `InteractionData` (with `item_meta`).
+        config: `ItemLanguageConfig`.
+        backbone, tokenizer: the frozen LLM.
+        encoder: sentence encoder for semantic consistency (callable
+            `list of str -> [n, d]`).
+        log: progress printer.
+        variants: which of `VARIANTS` to train.
+        plain_lm: keras-hub `CausalLM` over `backbone` for the
+            preserved-ability check (None: skipped).
+
+    Returns:
+        A JSON-serialisable dict (see `benchmarks/item_language_table.py`).
+
+    Example:
+    ```python
+    result = run_item_language_seed(load_ml100k(path), ItemLanguageConfig(),
+                                    backbone, tokenizer, MiniLMSentenceEncoder())
+    result["rows"]["ilm"]["held_out"]["genres"]["genre_f1"]
+    ```
+    """
+    from ilm_keras.metrics.semantic import semantic_consistency
+
+    started = time.time()
+    seconds = {}
+    seed = config.seed
+    pconfig = config.pipeline_config()
+    seed_everything(seed)
+    split = pl.prepare_split(data, pconfig)
+    data = split.data
+    seen, held_out = split_items(data, config.heldout_fraction, seed)
+    log(f"seed {seed}: {len(seen)} seen items, {len(held_out)} held-out")
+
+    # CF on the ratings (training sequences; held-out items keep vectors).
+    start = time.time()
+    _, user_table, item_table = pl.train_cf(split, pconfig)
+    seconds["cf"] = time.time() - start
+
+    # Phase 1: only the seen items' texts.
+    keep = set(int(i) for i in seen)
+    phase1_data = dataclasses.replace(
+        data, item_texts=[t if i in keep else None
+                          for i, t in enumerate(data.item_texts)])
+    phase1_items, _ = ild.item_text_pairs(phase1_data)
+    assert_never_targets(data, held_out, phase1_items=phase1_items)
+    qformer = None
+    if "ilm" in variants:
+        seed_everything(seed)
+        start = time.time()
+        qformer, _ = pl.pretrain_qformer(
+            dataclasses.replace(split, data=phase1_data), user_table,
+            item_table, pconfig)
+        seconds["phase1"] = time.time() - start
+
+    # Phase-2 pairs (seen items only) and the test prompts.
+    train_pairs = []
+    for task in config.train_tasks:
+        train_pairs += [(chat_prompt(q), a) for _, q, a in
+                        item_task_examples(data, seen, task, seed=seed)]
+    assert_never_targets(data, held_out, phase2_pairs=train_pairs)
+    rng = np.random.default_rng([seed, 20])
+    subsets = {
+        "seen": np.sort(rng.choice(seen, min(config.num_eval_items, len(seen)), replace=False)),
+        "held_out": np.sort(rng.choice(held_out, min(config.num_eval_items, len(held_out)), replace=False)),
+    }
+    demo_item = int(seen[0])
+    tests = {}  # (subset, task) -> list of (item, question, answer)
+    for subset, items in subsets.items():
+        for task in config.eval_tasks:
+            tests[(subset, task)] = item_task_examples(data, items, task, seed=seed + 1000)
+
+    def reference_question(task, q, item, mode):
+        shots = ()
+        if config.one_shot:
+            (_, dq, da), = item_task_examples(data, [demo_item], task, seed=seed)
+            shots = ((reference_prompt(dq, data, demo_item, mode), da),)
+        return chat_prompt(reference_prompt(q, data, item, mode), shots)
+
+    texts = [p + a for p, a in train_pairs]
+    for (subset, task), rows in tests.items():
+        for item, q, a in rows:
+            texts.append(chat_prompt(q) + a)
+            for mode in ("title", "nothing"):
+                texts.append(reference_question(task, q, item, mode) + a)
+    soft = max(config.num_query_tokens, config.num_mlp_tokens)
+    longest = max(len(tokenizer(t)) for t in texts) + soft + 2
+    sequence_length = _round_up(longest + config.max_new_tokens)
+    log(f"{len(train_pairs)} phase-2 pairs; sequence length {sequence_length}")
+
+    prior = prior_answers(data, seen)
+    rows = {}
+    examples = {}
+    models = {}
+
+    def evaluate(row, model, prompt_of):
+        result = {}
+        for (subset, task), cases in tests.items():
+            prompts = [chat_prompt(q) if model is None else prompt_of(task, q, item)
+                       for item, q, _ in cases]
+            references = [a for _, _, a in cases]
+            metas = [data.item_meta[item] for item, _, _ in cases]
+            if model is None:  # the prior floor: a constant answer
+                answers = [prior[task]] * len(cases)
+                nll = None
+            else:
+                unique = sorted(set(prompts))
+                replies = dict(zip(unique, generate_answers(
+                    model, unique, config.max_new_tokens,
+                    config.generate_batch_size)))
+                answers = [replies[p] for p in prompts]
+                nll, _ = answer_log_perplexity(
+                    model, list(zip(prompts, references)),
+                    config.generate_batch_size)
+            sc, per_pair = semantic_consistency(
+                [a if a.strip() else "(no answer)" for a in answers],
+                references, encoder=encoder, return_per_pair=True)
+            metrics = {"semantic_consistency": float(sc), "n": len(cases)}
+            if nll is not None:
+                metrics["log_perplexity"] = float(np.mean(nll))
+            metrics.update(_mean_metrics(score_answers(task, answers, references, metas)))
+            result.setdefault(subset, {})[task] = metrics
+            examples.setdefault(row, {}).setdefault(subset, {})[task] = [
+                {"item": int(item), "prompt": p, "answer": ans, "reference": ref}
+                for (item, _, ref), p, ans in list(zip(cases, prompts, answers))[:10]]
+            log(f"  {row} {subset} {task}: " + ", ".join(
+                f"{k} {v:.3f}" for k, v in metrics.items() if k != "n"))
+        return result
+
+    for variant in variants:
+        seed_everything(seed)
+        model = build_variant(variant, backbone, tokenizer, data, item_table,
+                              config, sequence_length,
+                              qformer=qformer if variant == "ilm" else None)
+        _, fit_seconds = train_variant(model, train_pairs, config, seed)
+        seconds[f"phase2_{variant}"] = fit_seconds
+        model.compile(sampler="greedy")
+        start = time.time()
+        rows[variant] = evaluate(variant, model, lambda task, q, item: chat_prompt(q))
+        seconds[f"eval_{variant}"] = time.time() - start
+        models[variant] = model
+
+    # Reference rows: the frozen LLM (no item mention: an item model's
+    # logits are exactly the LLM's own), and the constant prior answer.
+    reference_model = next(iter(models.values()))
+    start = time.time()
+    rows["text_reference"] = evaluate(
+        "text_reference", reference_model,
+        lambda task, q, item: reference_question(task, q, item, "title"))
+    rows["floor_llm"] = evaluate(
+        "floor_llm", reference_model,
+        lambda task, q, item: reference_question(task, q, item, "nothing"))
+    rows["floor_prior"] = evaluate("floor_prior", None, None)
+    seconds["eval_references"] = time.time() - start
+
+    # What the CF vectors hold about genres and year.
+    metas_seen = [data.item_meta[i] for i in seen]
+    metas_held = [data.item_meta[i] for i in held_out]
+    probe = linear_probe(
+        item_table[seen], [m["genres"] for m in metas_seen],
+        [m["year"] for m in metas_seen], item_table[held_out],
+        [m["genres"] for m in metas_held], [m["year"] for m in metas_held])
+    probe["predictions"] = [
+        {"item": int(i), "title": readable_title(data.item_meta[i]["title"]),
+         "genres": data.item_meta[i]["genres"], "probe": p}
+        for i, p in list(zip(held_out, probe["predictions"]))[:10]]
+
+    preserved = None
+    if plain_lm is not None and "ilm" in models:
+        start = time.time()
+        preserved = preserved_ability(
+            models["ilm"], plain_lm,
+            [chat_prompt(p) for p in GENERAL_PROMPTS[:config.num_general_prompts]],
+            config.max_new_tokens)
+        seconds["preserved"] = time.time() - start
+        log(f"preserved ability: {preserved['equal']}/{preserved['total']} identical")
+    seconds["total"] = time.time() - started
+    return {
+        "seed": seed,
+        "config": config.to_dict(),
+        "num_items": {"seen": int(len(seen)), "held_out": int(len(held_out)),
+                      "eval_seen": int(len(subsets["seen"])),
+                      "eval_held_out": int(len(subsets["held_out"]))},
+        "num_phase2_pairs": len(train_pairs),
+        "sequence_length": int(sequence_length),
+        "rows": rows,
+        "examples": examples,
+        "probe": probe,
+        "prior_answers": prior,
+        "preserved": preserved,
+        "seconds": seconds,
+        "models": models,  # dropped before writing JSON
+    }

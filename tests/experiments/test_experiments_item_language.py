@@ -1,0 +1,129 @@
+"""Exact metrics and data rules of the item-language benchmark
+(`ilm_keras.experiments.item_language`), on synthetic strings and data."""
+
+import numpy as np
+import pytest
+
+from ilm_keras.data.interactions import InteractionData
+from ilm_keras.experiments import item_language as il
+
+
+def test_parse_genres_reads_the_answer_after_the_title():
+    assert il.parse_genres("Toy Story is Animation, Children's and Comedy.") == {
+        "Animation", "Children's", "Comedy"}
+    # A genre word in the title (before " is ") is not an answer.
+    assert il.parse_genres("Horror Hotel is Drama.") == {"Drama"}
+    # Free text by stem.
+    assert il.parse_genres("an animated science fiction romantic comedy") == {
+        "Animation", "Sci-Fi", "Romance", "Comedy"}
+    assert il.parse_genres("It is a film noir about a war veteran.") == {
+        "Film-Noir", "War"}
+    # "war" as a word only; "award" / "warm" are not War.
+    assert il.parse_genres("x is an award winning warm story") == frozenset()
+    assert il.parse_genres("") == frozenset()
+
+
+def test_genre_scores():
+    s = il.genre_scores("X is Comedy and Drama.", ["Comedy"])
+    assert s["precision"] == pytest.approx(0.5)
+    assert s["recall"] == pytest.approx(1.0)
+    assert s["f1"] == pytest.approx(2 / 3)
+    assert s["exact"] == 0.0
+    s = il.genre_scores("X is Comedy.", ["Comedy"])
+    assert (s["precision"], s["recall"], s["f1"], s["exact"]) == (1.0, 1.0, 1.0, 1.0)
+    s = il.genre_scores("I do not know.", ["Comedy", "Drama"])
+    assert (s["precision"], s["recall"], s["f1"], s["exact"]) == (0.0, 0.0, 0.0, 0.0)
+    s = il.genre_scores("X is a movie from 1995 in the Western and War genres.",
+                        ["War", "Drama"])
+    assert s["precision"] == pytest.approx(0.5)
+    assert s["recall"] == pytest.approx(0.5)
+    with pytest.raises(ValueError):
+        il.genre_scores("X is Drama.", [])
+
+
+def test_year_metrics():
+    assert il.parse_year("2001: A Space Odyssey was released in 1968.") == 1968
+    assert il.parse_year("no year here, 123 or 12345") is None
+    assert il.year_within("It came out in 1994.", 1996) == 1.0
+    assert il.year_within("It came out in 1993.", 1996) == 0.0
+    assert il.year_within("It came out in 1998.", 1996) == 1.0
+    assert il.year_within("Not sure.", 1996) == 0.0
+    scores = il.score_answers("year", ["in 1990", "in 1995"],
+                              ["", ""], [{"year": 1991}, {"year": 1999}])
+    np.testing.assert_array_equal(scores["year_within_2"], [1.0, 0.0])
+    scores = il.score_answers("genres", ["X is Drama.", "X is War."], ["", ""],
+                              [{"genres": ["Drama"]}, {"genres": ["Drama"]}])
+    np.testing.assert_allclose(scores["genre_f1"], [1.0, 0.0])
+
+
+def _toy_data(num_items=20):
+    genres = [["Comedy"], ["Drama"], ["Action", "Thriller"], ["Horror"]]
+    meta = [{"title": f"Movie {i}", "year": 1990 + i % 7,
+             "genres": genres[i % 4]} for i in range(num_items)]
+    meta[3] = None  # no metadata: never a text target, never tested
+    return InteractionData(
+        name="toy", user_ids=["u"], item_ids=[str(i) for i in range(num_items)],
+        sequences=[np.arange(num_items)], item_meta=meta,
+        item_texts=[None if m is None else m["title"] for m in meta],
+        item_index=np.arange(1001, 1001 + num_items),
+        user_index=np.array([1]))
+
+
+def test_split_items_and_the_held_out_guard():
+    data = _toy_data()
+    seen, held = il.split_items(data, 0.25, seed=0)
+    assert len(held) == 5 and len(seen) == 14  # 19 items with metadata
+    assert not set(seen) & set(held) and 3 not in set(seen) | set(held)
+    again = il.split_items(data, 0.25, seed=0)
+    np.testing.assert_array_equal(again[1], held)
+    assert not np.array_equal(il.split_items(data, 0.25, seed=1)[1], held)
+
+    pairs = [(il.chat_prompt(q), a) for _, q, a in
+             il.item_task_examples(data, seen, "genres")]
+    il.assert_never_targets(data, held, phase1_items=seen, phase2_pairs=pairs)
+    with pytest.raises(AssertionError, match="phase-1"):
+        il.assert_never_targets(data, held, phase1_items=[held[0]])
+    leak = [(f"Which genres does item_{data.item_index[held[0]]} belong to?", "x")]
+    with pytest.raises(AssertionError, match="phase-2"):
+        il.assert_never_targets(data, held, phase2_pairs=leak)
+
+
+def test_prompts_and_reference_rows():
+    data = _toy_data()
+    (item, question, answer), = il.item_task_examples(data, [2], "genres")
+    assert "item_1003" in question and answer == "Movie 2 is Action and Thriller."
+    assert "Movie 2" in il.reference_prompt(question, data, 2, "title")
+    floor = il.reference_prompt(question, data, 2, "nothing")
+    assert "this movie" in floor and "item_" not in floor
+    prompt = il.chat_prompt("Q?", [("A?", "B.")])
+    assert prompt.endswith("<|im_start|>user\nQ?<|im_end|>\n<|im_start|>assistant\n")
+    assert prompt.startswith("<|im_start|>user\nA?<|im_end|>\n<|im_start|>assistant\nB.")
+    prior = il.prior_answers(data, [0, 4, 8, 1])  # Comedy x3, Drama x1
+    assert il.parse_genres(prior["genres"]) == {"Comedy"}
+
+
+def test_linear_probe_recovers_linear_genres():
+    rng = np.random.default_rng(0)
+    vectors = rng.normal(size=(400, 8))
+    genres = [["Comedy"] if v[0] > 0 else ["Drama"] for v in vectors]
+    years = np.rint(1990 + 3 * vectors[:, 1]).astype(int)
+    probe = il.linear_probe(vectors[:300], genres[:300], years[:300],
+                            vectors[300:], genres[300:], years[300:],
+                            regularization=0.1)
+    assert probe["genre_f1"] > 0.8
+    assert probe["year_within_2"] > 0.9
+    noise = il.linear_probe(rng.normal(size=(300, 8)), genres[:300], years[:300],
+                            rng.normal(size=(100, 8)), genres[300:], years[300:])
+    assert noise["genre_f1"] < probe["genre_f1"]
+
+
+def test_replace_from_assignments():
+    config = il.replace_from_assignments(
+        il.ItemLanguageConfig(),
+        ["phase2_steps=7", "eval_tasks=genres,year", "one_shot=false",
+         "phase1_steps_per_epoch=none", "phase2_learning_rate=0.01"])
+    assert config.phase2_steps == 7 and config.eval_tasks == ("genres", "year")
+    assert config.one_shot is False and config.phase1_steps_per_epoch is None
+    assert config.phase2_learning_rate == 0.01
+    with pytest.raises(ValueError, match="Unknown ItemLanguageConfig field 'nope'"):
+        il.replace_from_assignments(il.ItemLanguageConfig(), ["nope=1"])
