@@ -4,13 +4,14 @@
 
 Each process sees 2 virtual CPU devices; `keras.distribution.initialize`
 joins the processes through a coordinator on 127.0.0.1:PORT (process 0
-hosts it), and JAX's gloo CPU collectives carry the all-reduces. Every
-process first trains the tiny models on one local device without any
-distribution (the single-process reference: the same in every process),
-then under `DataParallel` over all processes' devices, with each process
+hosts it), and JAX's gloo CPU collectives carry the all-reduces. Process 0
+first trains the tiny models on one local device without any distribution
+(the single-process reference; the others would repeat it), then every
+process trains them under `DataParallel` over all processes' devices,
 reading only its own rows of every global batch
-(`ilm_keras.distribution.process_shard`). It writes the losses and weight differences to OUT.json; the
-assertions live in `test_distribution_multi_process.py`.
+(`ilm_keras.distribution.process_shard`). Each writes its losses and
+weights (and process 0 the reference's) to OUT.json; the assertions live
+in `test_distribution_multi_process.py`.
 """
 
 import json
@@ -59,11 +60,19 @@ def fit(model, weights, dataset, steps):
     return logs.logs, [to_np(w) for w in model.weights]
 
 
+def reference(model, weights, dataset, steps):
+    """The single-process, one-device run: process 0 only (the others
+    would compute the same), `(None, None)` elsewhere."""
+    if PROCESS_ID:
+        return None, None
+    return fit(model, weights, dataset, steps)
+
+
 def phase1():
     problem = phase1_problem()
     base = phase1_pretrainer(problem, "it")
     weights = base.get_weights()
-    one_logs, one_weights = fit(
+    one_logs, one_weights = reference(
         base, weights, phase1_dataset(problem, "it", batch_size=8), steps=6
     )
     # Each process keeps its own rows of every global batch.
@@ -73,8 +82,9 @@ def phase1():
         logs, got = fit(model, weights, process_shard(dataset), steps=6)
     return {
         "one": one_logs, "multi": logs,
-        "weight_diff": max_diff(got, one_weights),
-        "moved": max_diff(one_weights, weights),
+        "weights": [w.tolist() for w in got],
+        "weight_diff": None if one_weights is None else max_diff(got, one_weights),
+        "moved": None if one_weights is None else max_diff(one_weights, weights),
     }
 
 
@@ -86,14 +96,15 @@ def phase2():
     # int32 masks: Keras' JAX data path stacks the per-process shards.
     dataset = tf.data.Dataset.from_tensor_slices((x, y, w)).batch(8).repeat()
     weights = base.get_weights()
-    one_logs, one_weights = fit(base, weights, dataset, steps=4)
+    one_logs, one_weights = reference(base, weights, dataset, steps=4)
     with keras.distribution.DataParallel(auto_shard_dataset=False).scope():
         model = phase2_model(tokenizer)
         logs, got = fit(model, weights, process_shard(dataset), steps=4)
     return {
         "one": one_logs, "multi": logs,
-        "weight_diff": max_diff(got, one_weights),
-        "moved": max_diff(one_weights, weights),
+        "weights": [w.tolist() for w in got],
+        "weight_diff": None if one_weights is None else max_diff(got, one_weights),
+        "moved": None if one_weights is None else max_diff(one_weights, weights),
     }
 
 
