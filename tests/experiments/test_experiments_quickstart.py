@@ -1,6 +1,9 @@
-"""The quickstart pipeline (every phase) at a much reduced size."""
+"""The quickstart pipeline (every phase) at a much reduced size, with
+`phase2_train_llm` (each variant trains its own copy of the decoder)."""
 
 import re
+
+import numpy as np
 
 from ilm_keras import data as ild
 from ilm_keras.experiments import quickstart_config
@@ -11,7 +14,9 @@ from ilm_keras.utils import files
 
 
 def test_quickstart_pipeline_small(seed, tmp_path):
-    config = quickstart_config(small=True, seed=seed)
+    # With the decoder training in phase 2, as the main job does (beyond the
+    # paper; the frozen path runs in test_experiments_determinism.py).
+    config = quickstart_config(small=True, seed=seed, phase2_train_llm=True)
     results = run_synthetic(config, log=lambda *a: None, **SMALL_DATA)
 
     assert set(results["metrics"]) == {"none", "ilm"}
@@ -59,3 +64,16 @@ def test_quickstart_pipeline_small(seed, tmp_path):
     assert (expected == got).all()
     first = str(split.data.item_index[0])
     assert loaded.preprocessor.item_text(first) == split.data.item_texts[0]
+
+    # `phase2_train_llm`: every variant trained its own copy of the
+    # pretrained decoder (the pretrained one is left as it was).
+    pretrained = results["backbone"].get_weights()
+    for variant in ("none", "ilm"):
+        backbone = results["models"][variant].backbone.llm
+        assert backbone is not results["backbone"] and backbone.trainable
+        changed = [not np.array_equal(a, b)
+                   for a, b in zip(pretrained, backbone.get_weights())]
+        assert len(changed) == len(pretrained) and any(changed), variant
+    none, ilm = (results["models"][v].backbone.llm.get_weights()
+                 for v in ("none", "ilm"))
+    assert any(not np.array_equal(a, b) for a, b in zip(none, ilm))
