@@ -7,13 +7,14 @@ cluster's launcher, with the same arguments):
         --coordinator 127.0.0.1:12345
 
 Every process builds the same synthetic data, iALS tables and phase-1
-pipeline, keeps its own rows of every global batch
-(`ilm_keras.distribution.process_shard`) and trains the Q-Former under
+pipeline, makes only its own rows of every global batch
+(`make_phase1_dataset(..., num_processes, process_id)`) and trains the Q-Former under
 `keras.distribution.DataParallel` over all processes' devices: each step is
 the step one device would take on the global batch. On CPU, JAX's gloo
 collectives carry the all-reduces (`--cpu_devices` virtual devices per
 process); on a TPU pod slice drop `--cpu_devices` and run one process per
-host. Phase 2 shards the same way (`tests/distribution/
+host. Phase 2 shards the same way (`PromptResponseBatches.fit_input(...,
+num_processes, process_id)`; `tests/distribution/
 test_distribution_multi_process.py` checks both phases against one device).
 """
 
@@ -51,7 +52,6 @@ def main(argv):
     import ilm_keras
     from ilm_keras.cf import IALS
     from ilm_keras.data import item_item_pairs, make_synthetic_data
-    from ilm_keras.distribution import process_shard
 
     keras.utils.set_random_seed(0)  # the same weights in every process
     data, _ = make_synthetic_data(num_users=300, num_items=64, seed=0)
@@ -62,6 +62,7 @@ def main(argv):
         item_table, item_text=(list(range(data.num_items)), ids, mask),
         item_item=item_item_pairs(data.sequences), losses="it_ii",
         batch_size=FLAGS.batch_size, seed=0,
+        num_processes=FLAGS.num_processes, process_id=FLAGS.process_id,
     )
     with keras.distribution.DataParallel(auto_shard_dataset=False).scope():
         qformer = ilm_keras.QFormer(
@@ -74,7 +75,7 @@ def main(argv):
         )
         pretrainer.compile(optimizer=keras.optimizers.AdamW(1e-3))
         history = pretrainer.fit(
-            process_shard(dataset), steps_per_epoch=steps, epochs=FLAGS.epochs,
+            dataset, steps_per_epoch=steps, epochs=FLAGS.epochs,
             shuffle=False, verbose=2 if FLAGS.process_id == 0 else 0,
         )
     import jax

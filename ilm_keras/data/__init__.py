@@ -32,6 +32,9 @@ from ilm_keras.data.movielens import read_movies
 from ilm_keras.data.openp5 import load_openp5
 from ilm_keras.data.openp5 import random_indexing
 from ilm_keras.data.openp5 import read_index_file
+from ilm_keras.data.pair_sequences import ConcatenatedPairs
+from ilm_keras.data.pair_sequences import PairSequence
+from ilm_keras.data.pair_sequences import distinct_responses
 from ilm_keras.data.pairs import item_item_pairs
 from ilm_keras.data.pairs import item_text_pairs
 from ilm_keras.data.pairs import user_item_pairs
@@ -48,4 +51,5 @@ from ilm_keras.data.templates import conversation_prompts
 from ilm_keras.data.templates import evaluation_prompts
 from ilm_keras.data.templates import format_prompt
 from ilm_keras.data.templates import prompt_pairs
-from ilm_keras.data.templates import training_prompts
+from ilm_keras.data.epoch_prompts import TrainingPrompts
+from ilm_keras.data.epoch_prompts import training_prompts

@@ -29,7 +29,6 @@ from typing import Tuple
 import numpy as np
 
 from ilm_keras.data.movielens import readable_title
-from ilm_keras.data.splits import SequenceExamples
 
 
 @dataclasses.dataclass(frozen=True)
@@ -197,61 +196,6 @@ def prompt_pairs(data, examples, task, templates):
         if "history" in spec.fields:
             values["history"] = mentions.history(history)
         pairs.append((texts[key].format(**values), mentions.items[target]))
-    return pairs
-
-
-def training_prompts(
-    split,
-    epoch=0,
-    seed=0,
-    tasks=("sequential", "straightforward"),
-    templates_per_example=3,
-):
-    """One epoch of training (prompt, target) pairs.
-
-    For every training example of `split` and every task, samples
-    `templates_per_example` distinct seen templates (OpenP5: 3) with a
-    generator seeded by `(seed, epoch)`, so each epoch differs and reruns
-    repeat. Output order: task by task, example by example, sampled templates
-    in sampled order; shuffle for training.
-
-    Args:
-        split: a `LeaveLastOutSplit` of data with random indexing.
-        epoch: the epoch number (changes the sample).
-        seed: the base seed.
-        tasks: the recommendation tasks.
-        templates_per_example: seen templates per example per task (1-10).
-
-    Returns:
-        A list of `(prompt, target)` string tuples,
-        `len(tasks) * templates_per_example * num_train_examples` long.
-
-    Example:
-    ```python
-    pairs = training_prompts(leave_last_out(data), epoch=0, seed=1)
-    ```
-    """
-    examples = split.train_examples()
-    count = len(examples.targets)
-    rng = np.random.default_rng([seed, epoch])
-    pairs = []
-    for task in tasks:
-        spec = _task(task)
-        if not 1 <= templates_per_example <= len(spec.seen):
-            raise ValueError(
-                f"templates_per_example must be in 1..{len(spec.seen)}; got "
-                f"{templates_per_example}."
-            )
-        # A random permutation per example; its first k entries are the
-        # k distinct templates.
-        chosen = np.argsort(rng.random((count, len(spec.seen))), axis=1)
-        chosen = chosen[:, :templates_per_example]
-        repeated = SequenceExamples(
-            np.repeat(examples.users, templates_per_example),
-            [h for h in examples.histories for _ in range(templates_per_example)],
-            np.repeat(examples.targets, templates_per_example),
-        )
-        pairs.extend(prompt_pairs(split.data, repeated, task, chosen.reshape(-1)))
     return pairs
 
 

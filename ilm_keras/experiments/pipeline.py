@@ -449,7 +449,8 @@ def training_pairs(split, config, epoch):
         templates_per_example=config.templates_per_example,
     )
     if config.describe_items:
-        pairs = pairs + describe_pairs(split.data) * config.describe_repeats
+        pairs = ild.ConcatenatedPairs(
+            [pairs, describe_pairs(split.data) * config.describe_repeats])
     return pairs
 
 

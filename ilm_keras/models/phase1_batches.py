@@ -71,6 +71,8 @@ def make_phase1_dataset(
     repeat=True,
     seed=0,
     cf_embeddings=None,
+    num_processes=1,
+    process_id=0,
 ):
     """Builds the `tf.data` pipeline that `QFormerPretrainer.fit` reads.
 
@@ -103,6 +105,15 @@ def make_phase1_dataset(
         cf_embeddings: optional `ilm_keras.cf.CFEmbeddings`, in place of
             `item_table` and `user_table` (the same object the
             `ItemLanguageModelBackbone` and its preprocessor take).
+        num_processes: int, processes sharing every batch in a
+            multi-process data-parallel run (JAX, `keras.distribution.
+            DataParallel(auto_shard_dataset=False)`). Each process builds the
+            same pipeline (same seed) and keeps rows `[process_id * n,
+            (process_id + 1) * n)` of every batch, `n = batch_size //
+            num_processes`, before any CF row or text is gathered; Keras
+            joins the processes' rows into the global batch, so in-batch
+            negatives are those of the whole batch.
+        process_id: int, this process (`jax.process_index()`).
 
     Returns:
         `(dataset, steps_per_epoch)`; one epoch is one pass over the
@@ -130,6 +141,18 @@ def make_phase1_dataset(
         raise ValueError(
             f"batch_size must be >= 2 (in-batch negatives), got {batch_size}."
         )
+    if batch_size % num_processes:
+        raise ValueError(
+            f"batch_size={batch_size} does not divide into {num_processes} "
+            "processes; use a multiple of it."
+        )
+    if not 0 <= process_id < num_processes:
+        raise ValueError(
+            f"Need 0 <= process_id < num_processes; got process_id="
+            f"{process_id}, num_processes={num_processes}."
+        )
+    rows = slice(process_id * (batch_size // num_processes),
+                 (process_id + 1) * (batch_size // num_processes))
     if cf_embeddings is not None:
         if item_table is not None or user_table is not None:
             raise ValueError(
@@ -224,7 +247,10 @@ def make_phase1_dataset(
             )
         if repeat:
             ds = ds.repeat()
-        ds = ds.batch(batch_size, drop_remainder=True).map(to_batch)
+        ds = ds.batch(batch_size, drop_remainder=True)
+        if num_processes > 1:
+            ds = ds.map(lambda *arrays: tuple(a[rows] for a in arrays))
+        ds = ds.map(to_batch)
         datasets.append(ds)
     choice = tf.data.Dataset.range(len(datasets))
     if repeat:

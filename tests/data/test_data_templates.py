@@ -88,8 +88,9 @@ def test_training_prompts_sample_three_seen_templates():
         assert "user_1" in prompt and re.fullmatch(r"item_\d+", target)
     assert [t for _, t in pairs[:6]] == ["item_1002"] * 3 + ["item_1003"] * 3
     assert "item_1001 , item_1002" in pairs[3][0] or "item_1001 , item_1002" in pairs[4][0]
-    assert training_prompts(split, epoch=0, seed=0) == pairs
-    assert any(training_prompts(split, epoch=e, seed=0) != pairs for e in range(1, 6))
+    assert list(training_prompts(split, epoch=0, seed=0)) == list(pairs)
+    assert any(list(training_prompts(split, epoch=e, seed=0)) != list(pairs)
+               for e in range(1, 6))
 
 
 def test_prompts_need_indexing():

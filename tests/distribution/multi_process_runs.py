@@ -8,8 +8,8 @@ hosts it), and JAX's gloo CPU collectives carry the all-reduces. Process 0
 first trains the tiny models on one local device without any distribution
 (the single-process reference; the others would repeat it), then every
 process trains them under `DataParallel` over all processes' devices,
-reading only its own rows of every global batch
-(`ilm_keras.distribution.process_shard`). Each writes its losses and
+making only its own rows of every global batch (`make_phase1_dataset`'s and
+`PromptResponseBatches.fit_input`'s `num_processes` / `process_id`). Each writes its losses and
 weights (and process 0 the reference's) to OUT.json; the assertions live
 in `test_distribution_multi_process.py`.
 """
@@ -31,15 +31,15 @@ import jax  # noqa: E402
 jax.config.update("jax_cpu_collectives_implementation", "gloo")
 
 import keras  # noqa: E402
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
 
 keras.distribution.initialize(
     job_addresses=f"127.0.0.1:{PORT}", num_processes=NUM_PROCESSES,
     process_id=PROCESS_ID,
 )
 
-from ilm_keras.distribution import process_shard  # noqa: E402
+from ilm_keras.models.prompt_response_batches import (  # noqa: E402
+    PromptResponseBatches,
+)
 from distributed_runs import BatchLosses  # noqa: E402
 from distributed_runs import max_diff  # noqa: E402
 from distributed_runs import to_np  # noqa: E402
@@ -75,11 +75,13 @@ def phase1():
     one_logs, one_weights = reference(
         base, weights, phase1_dataset(problem, "it", batch_size=8), steps=6
     )
-    # Each process keeps its own rows of every global batch.
+    # Each process makes only its own rows of every global batch.
     with keras.distribution.DataParallel(auto_shard_dataset=False).scope():
         model = phase1_pretrainer(problem, "it")
-        dataset = phase1_dataset(problem, "it", batch_size=8)
-        logs, got = fit(model, weights, process_shard(dataset), steps=6)
+        dataset = phase1_dataset(problem, "it", batch_size=8,
+                                 num_processes=NUM_PROCESSES,
+                                 process_id=PROCESS_ID)
+        logs, got = fit(model, weights, dataset, steps=6)
     return {
         "one": one_logs, "multi": logs,
         "weights": [w.tolist() for w in got],
@@ -91,15 +93,20 @@ def phase1():
 def phase2():
     tokenizer = phase2_tokenizer()
     base = phase2_model(tokenizer)
-    x, y, w = base.preprocessor(phase2_pairs())
-    x = {k: np.asarray(v) for k, v in x.items()}
-    # int32 masks: Keras' JAX data path stacks the per-process shards.
-    dataset = tf.data.Dataset.from_tensor_slices((x, y, w)).batch(8).repeat()
+    pairs = phase2_pairs()
+    pairs = list(zip(pairs["prompts"], pairs["responses"]))
+
+    def batches(**shard):
+        return PromptResponseBatches(
+            base.preprocessor, pairs, batch_size=8, seed=0).fit_input(
+                **shard)[0]
+
     weights = base.get_weights()
-    one_logs, one_weights = reference(base, weights, dataset, steps=4)
+    one_logs, one_weights = reference(base, weights, batches(), steps=4)
     with keras.distribution.DataParallel(auto_shard_dataset=False).scope():
         model = phase2_model(tokenizer)
-        logs, got = fit(model, weights, process_shard(dataset), steps=4)
+        logs, got = fit(model, weights, batches(
+            num_processes=NUM_PROCESSES, process_id=PROCESS_ID), steps=4)
     return {
         "one": one_logs, "multi": logs,
         "weights": [w.tolist() for w in got],

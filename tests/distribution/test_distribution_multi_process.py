@@ -2,8 +2,9 @@
 
 `multi_process_runs.py` runs in two child processes joined by
 `keras.distribution.initialize` through a loopback coordinator, with JAX's
-gloo CPU collectives; each reads only its rows of every global batch
-(`ilm_keras.distribution.process_shard`). Phase 1 (item-text batches) and
+gloo CPU collectives; each makes only its rows of every global batch
+(`make_phase1_dataset` / `PromptResponseBatches.fit_input` with
+`num_processes` and `process_id`). Phase 1 (item-text batches) and
 phase 2 (Llama + Q-Former) `fit` under `DataParallel` over the 4 devices
 must give the single-process, one-device run's batch losses (rtol 1e-5;
 measured ~1e-6) and weights (within 1e-4; measured 3e-6 and 1.5e-8), and

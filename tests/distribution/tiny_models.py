@@ -38,14 +38,16 @@ def phase1_problem():
     return data, planted, tokenizer, (np.arange(32), ids, mask)
 
 
-def phase1_dataset(problem, losses, batch_size):
+def phase1_dataset(problem, losses, batch_size, num_processes=1,
+                   process_id=0):
     data, planted, _, item_text = problem
     dataset, _ = ilm_keras.make_phase1_dataset(
         planted["item_factors"], item_text=item_text,
         item_item=item_item_pairs(data.sequences),
         user_item=user_item_pairs(data.sequences),
         user_table=planted["user_factors"], losses=losses,
-        batch_size=batch_size, seed=0,
+        batch_size=batch_size, seed=0, num_processes=num_processes,
+        process_id=process_id,
     )
     return dataset
 
