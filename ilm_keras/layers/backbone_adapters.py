@@ -62,7 +62,12 @@ class BackboneAdapter:
 
     family = None
     BACKBONE_ATTRIBUTES = ("token_embedding", "transformer_layers", "layer_norm")
-    BLOCK_CALL_ARGUMENTS = ()
+    # The keywords `block` / `block_with_cache` pass (checked by `check`).
+    BLOCK_CALL_ARGUMENTS = (
+        "decoder_padding_mask",
+        "self_attention_cache",
+        "self_attention_cache_update_index",
+    )
     PRIVATE_ATTRIBUTES = {}
 
     def __init__(self, backbone):
@@ -153,12 +158,22 @@ class BackboneAdapter:
         return x
 
     def block(self, layer, x, padding_mask):
-        """One block over a full sequence, no cache, dropout off."""
-        raise NotImplementedError
+        """One block over a full sequence, no cache, dropout off.
+
+        keras-hub's `TransformerDecoder` keywords (GPT-2, the Llama family);
+        families whose blocks take others override this."""
+        return layer(x, decoder_padding_mask=padding_mask, training=False)
 
     def block_with_cache(self, layer, x, layer_cache, cache_update_index):
-        """One block at positions `cache_update_index...`; `(x, layer_cache)`."""
-        raise NotImplementedError
+        """One block at positions `cache_update_index...`; `(x, layer_cache)`.
+
+        `TransformerDecoder` keywords, as `block`."""
+        return layer(
+            x,
+            self_attention_cache=layer_cache,
+            self_attention_cache_update_index=cache_update_index,
+            training=False,
+        )
 
     def final_norm(self, x):
         """The backbone's final normalization."""
@@ -207,11 +222,6 @@ class GPT2Adapter(BackboneAdapter):
         "num_heads",
         "hidden_dim",
     )
-    BLOCK_CALL_ARGUMENTS = (
-        "decoder_padding_mask",
-        "self_attention_cache",
-        "self_attention_cache_update_index",
-    )
 
     @staticmethod
     def backbone_classes():
@@ -222,17 +232,6 @@ class GPT2Adapter(BackboneAdapter):
         positions = backbone.position_embedding(x, start_index=start_index)
         x = backbone.embeddings_add((x, positions))
         return backbone.embeddings_dropout(x, training=False)
-
-    def block(self, layer, x, padding_mask):
-        return layer(x, decoder_padding_mask=padding_mask, training=False)
-
-    def block_with_cache(self, layer, x, layer_cache, cache_update_index):
-        return layer(
-            x,
-            self_attention_cache=layer_cache,
-            self_attention_cache_update_index=cache_update_index,
-            training=False,
-        )
 
     @property
     def cache_heads(self):
@@ -283,11 +282,6 @@ class LlamaAdapter(BackboneAdapter):
         "num_query_heads",
         "hidden_dim",
     )
-    BLOCK_CALL_ARGUMENTS = (
-        "decoder_padding_mask",
-        "self_attention_cache",
-        "self_attention_cache_update_index",
-    )
     PRIVATE_ATTRIBUTES = {
         "LlamaTransformerDecoder": (
             "_self_attention_layer",
@@ -316,17 +310,6 @@ class LlamaAdapter(BackboneAdapter):
             keras_hub.models.MistralBackbone,
             keras_hub.models.QwenBackbone,
             keras_hub.models.Qwen3Backbone,
-        )
-
-    def block(self, layer, x, padding_mask):
-        return layer(x, decoder_padding_mask=padding_mask, training=False)
-
-    def block_with_cache(self, layer, x, layer_cache, cache_update_index):
-        return layer(
-            x,
-            self_attention_cache=layer_cache,
-            self_attention_cache_update_index=cache_update_index,
-            training=False,
         )
 
     @property
