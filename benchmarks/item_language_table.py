@@ -107,7 +107,6 @@ def main(argv):
         backbone, tokenizer = load_causal_lm(config_for(todo[0]).llm)
         plain = causal_lm_for(backbone, tokenizer)
         plain_lm = type(plain)(backbone=backbone, preprocessor=None)
-        del keras_hub
         encoder = MiniLMSentenceEncoder()
         for seed in todo:
             result = il.run_item_language_seed(
