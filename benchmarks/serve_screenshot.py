@@ -37,7 +37,7 @@ def main():
 
     from ilm_keras.chat.options import load_model
 
-    from ilm_keras.chat.conversation import Catalogue
+    from ilm_keras.chat.catalogue import Catalogue
 
     catalogue = Catalogue(load_model(args.preset).preprocessor)
     # The first item whose title alone names it, and another by its id.

@@ -101,7 +101,7 @@ def load_chat_model(args, log=None):
     select_backend(args.backend)
     start = time.perf_counter()
     model = load_model(args.preset)
-    from ilm_keras.chat.conversation import ChatModel
+    from ilm_keras.chat.chat_model import ChatModel
 
     chat_model = ChatModel(model, k=min(args.k, args.max_k), max_k=args.max_k,
                            max_length=args.max_length)

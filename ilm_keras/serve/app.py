@@ -40,7 +40,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from ilm_keras.chat.conversation import Conversation
-from ilm_keras.chat.conversation import Unresolved
+from ilm_keras.chat.catalogue import Unresolved
 
 _CONVERSATION_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 MAX_LIST = 1000  # items in a `history` / `exclude` list

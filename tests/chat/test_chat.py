@@ -4,11 +4,11 @@ import os
 import subprocess
 import sys
 
-from ilm_keras.chat.conversation import Catalogue
+from ilm_keras.chat.catalogue import Catalogue
+from ilm_keras.chat.catalogue import Unresolved
+from ilm_keras.chat.catalogue import normalize
+from ilm_keras.chat.chat_model import tidy_generated
 from ilm_keras.chat.conversation import Conversation
-from ilm_keras.chat.conversation import Unresolved
-from ilm_keras.chat.conversation import normalize
-from ilm_keras.chat.conversation import tidy_generated
 from tiny_chat_preset import ITEMS
 from tiny_chat_preset import TITLES
 
@@ -20,10 +20,10 @@ def item(title):
 
 
 def test_describe_template_is_the_pipelines():
-    from ilm_keras.chat import conversation
+    from ilm_keras.chat import chat_model
     from ilm_keras.experiments import pipeline
 
-    assert conversation.DESCRIBE_TEMPLATE == pipeline.DESCRIBE_TEMPLATE
+    assert chat_model.DESCRIBE_TEMPLATE == pipeline.DESCRIBE_TEMPLATE
 
 
 def test_catalogue_finds_titles_ids_and_suggestions(chat_model):
