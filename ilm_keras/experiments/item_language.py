@@ -147,21 +147,12 @@ class ItemLanguageConfig:
     verbose: int = 2
 
     def pipeline_config(self):
-        """The `PipelineConfig` of the shared steps (CF, phase 1, Q-Former)."""
-        return pl.PipelineConfig(
-            cf_dim=self.cf_dim, cf_iterations=self.cf_iterations,
-            cf_regularization=self.cf_regularization, cf_alpha=self.cf_alpha,
-            qformer_layers=self.qformer_layers,
-            qformer_hidden=self.qformer_hidden,
-            qformer_heads=self.qformer_heads,
-            num_query_tokens=self.num_query_tokens,
-            num_cf_tokens=self.num_cf_tokens,
-            phase1_losses=self.phase1_losses,
-            phase1_epochs=self.phase1_epochs,
-            phase1_steps_per_epoch=self.phase1_steps_per_epoch,
-            num_mlp_tokens=self.num_mlp_tokens, verbose=self.verbose,
-            seed=self.seed,
-        )
+        """The `PipelineConfig` of the shared steps (CF, phase 1, Q-Former):
+        every field both configs have, taken from this one."""
+        shared = {f.name for f in dataclasses.fields(pl.PipelineConfig)}
+        return pl.PipelineConfig(**{
+            f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+            if f.name in shared})
 
     def to_dict(self):
         return dataclasses.asdict(self)
