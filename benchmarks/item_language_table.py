@@ -178,7 +178,9 @@ def write_markdown(results, total, load_start):
         + "; ".join(f"seed {s} " + ", ".join(f"{x:.1f}" for x in results[s].get("load_average_end", []))
                     for s in seeds)
         + "; shared with another user's tests; run under `nice -n 19`); "
-        f"{library_versions()}; code {first.get('code', RUN_CODE)}.",
+        f"{library_versions()}; code: "
+        + "; ".join(f"seed {s} {results[s].get('code', RUN_CODE)}" for s in seeds)
+        + " (read when the seed ended).",
         ("- Wall time per seed: " if FLAGS.report_only
          else f"- Wall time of this invocation: {total:.0f} s; per seed: ")
         + ", ".join(f"seed {s} {results[s]['seconds']['total']:.0f} s" for s in seeds)
