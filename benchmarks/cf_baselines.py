@@ -40,6 +40,8 @@ from absl import flags
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
+from cf_common import fit_implicit  # noqa: E402
+from cf_common import implicit_als  # noqa: E402
 from ilm_keras.cf import IALS  # noqa: E402
 from ilm_keras.cf import TFRSMatrixFactorization  # noqa: E402
 from ilm_keras.cf import interaction_matrix  # noqa: E402
@@ -107,24 +109,11 @@ def _evaluate(user_vectors, item_table, targets, histories):
     }
 
 
-def _implicit_als(config, factors, iterations, seed):
-    return implicit.cpu.als.AlternatingLeastSquares(
-        factors=factors,
-        regularization=config["regularization"],
-        alpha=config["alpha"] + 1.0,
-        iterations=iterations,
-        random_state=seed,
-    )
-
-
 def _fit_implicit(matrix, config, factors, iterations, seed):
-    # implicit asks for single-threaded BLAS (it parallelises itself).
-    with threadpoolctl.threadpool_limits(1, "blas"):
-        model = _implicit_als(config, factors, iterations, seed)
-        start = time.perf_counter()
-        model.fit(matrix, show_progress=False)
-        seconds = time.perf_counter() - start
-    return model, seconds
+    model = implicit_als(
+        config["regularization"], config["alpha"], factors, iterations, seed
+    )
+    return model, fit_implicit(model, matrix)
 
 
 def _implicit_fold_in(model, histories, num_items):

@@ -14,7 +14,13 @@ Protocol:
 `num_users`, `num_items` (int64 scalars) and `config` (JSON string with the
 `TFRSMatrixFactorization` hyperparameters). `OUT.npz` receives `user_table`
 and `item_table` (float32), `loss_history` (float64 `[epochs]`, mean
-per-example training loss of each epoch) and `versions` (JSON string).
+per-example training loss of each epoch), `train_seconds` (float64, the
+wall time of Keras `fit` alone), `num_replicas` (int64, 1 without a
+strategy) and `versions` (JSON string).
+
+With `devices: N` in the config, the physical CPU is split into N logical
+devices before TensorFlow initialises, and the model and optimizer are built
+in a `tf.distribute.MirroredStrategy` scope over them (see `_train`).
 
 Exit codes: 0 success, 2 bad invocation or input, 3 a package is missing.
 """
@@ -23,6 +29,7 @@ import argparse
 import json
 import os
 import sys
+import time
 
 EXIT_BAD_INPUT = 2
 EXIT_MISSING_PACKAGE = 3
@@ -49,13 +56,18 @@ def _train(users, items, num_users, num_items, config):
     if config.get("threads"):
         tf.config.threading.set_intra_op_parallelism_threads(config["threads"])
         tf.config.threading.set_inter_op_parallelism_threads(config["threads"])
+    strategy = _mirrored_strategy(tf, config.get("devices"))
+    replicas = 1 if strategy is None else strategy.num_replicas_in_sync
     seed = int(config["seed"])
     tf.keras.utils.set_random_seed(seed)
     tf.config.experimental.enable_op_determinism()
 
     factors = int(config["factors"])
+    # TFRS's train step adds the full regularization loss on every replica
+    # and the strategy sums the replicas' gradients, so each replica gets
+    # 1 / replicas of the weight (the sum is the single-device gradient).
     regularizer = (
-        tf.keras.regularizers.l2(config["regularization"])
+        tf.keras.regularizers.l2(config["regularization"] / replicas)
         if config["regularization"] > 0
         else None
     )
@@ -88,14 +100,19 @@ def _train(users, items, num_users, num_items, config):
         def compute_loss(self, features, training=False):
             user_vectors = self.user_embedding(features["user"])
             item_vectors = self.item_embedding(features["item"])
+            item_ids = features["item"]
+            if replicas > 1:
+                item_vectors, item_ids = _global_candidates(
+                    tf, item_vectors, item_ids
+                )
             probability = None
             if config["logq_correction"]:
-                probability = tf.gather(self.item_probability, features["item"])
+                probability = tf.gather(self.item_probability, item_ids)
             return self.task(
                 user_vectors,
                 item_vectors,
                 candidate_sampling_probability=probability,
-                candidate_ids=features["item"],
+                candidate_ids=item_ids,
                 compute_metrics=False,
             )
 
@@ -103,10 +120,19 @@ def _train(users, items, num_users, num_items, config):
         "adagrad": tf.keras.optimizers.Adagrad,
         "adam": tf.keras.optimizers.Adam,
     }
-    model = MatrixFactorization()
-    model.compile(
-        optimizer=optimizers[config["optimizer"]](config["learning_rate"])
-    )
+
+    def build_and_compile():
+        model = MatrixFactorization()
+        model.compile(
+            optimizer=optimizers[config["optimizer"]](config["learning_rate"])
+        )
+        return model
+
+    if strategy is None:
+        model = build_and_compile()
+    else:
+        with strategy.scope():
+            model = build_and_compile()
     dataset = (
         tf.data.Dataset.from_tensor_slices({"user": users, "item": items})
         .shuffle(len(users), seed=seed, reshuffle_each_iteration=True)
@@ -130,12 +156,14 @@ def _train(users, items, num_users, num_items, config):
             self.epochs.append(self._total / len(users))
 
     epoch_loss = EpochLoss()
+    start = time.perf_counter()
     model.fit(
         dataset,
         epochs=int(config["epochs"]),
         verbose=0,
         callbacks=[epoch_loss],
     )
+    train_seconds = time.perf_counter() - start
     loss_history = np.asarray(epoch_loss.epochs, np.float64)
     import tf_keras
 
@@ -148,7 +176,50 @@ def _train(users, items, num_users, num_items, config):
         model.user_embedding.embeddings.numpy().astype(np.float32),
         model.item_embedding.embeddings.numpy().astype(np.float32),
         loss_history,
+        train_seconds,
+        replicas,
         versions,
+    )
+
+
+def _mirrored_strategy(tf, devices):
+    """`MirroredStrategy` over `devices` logical CPU devices, or None.
+
+    Splits the first physical CPU into `devices` logical devices, which must
+    happen before TensorFlow initialises its devices (nothing before this
+    has run an op). They share the process's thread pools: this shows what
+    the strategy costs, not more compute.
+    """
+    if devices is None:
+        return None
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(
+        cpu, [tf.config.LogicalDeviceConfiguration()] * int(devices)
+    )
+    return tf.distribute.MirroredStrategy(
+        [f"/cpu:{i}" for i in range(int(devices))]
+    )
+
+
+def _global_candidates(tf, item_vectors, item_ids):
+    """Every replica's items of the global batch, this replica's first.
+
+    Under `MirroredStrategy` each replica sees `batch_size / replicas`
+    pairs. Gathering the candidates from all replicas keeps the in-batch
+    softmax over the whole global batch, as on one device; rolling them so
+    that this replica's own rows come first keeps the positive of query `j`
+    at candidate `j`, where `tfrs.tasks.Retrieval` expects it. The last
+    batch of an epoch may split unevenly, so the offset is summed from the
+    gathered per-replica sizes. `all_gather`'s gradient all-reduces and
+    slices, so every item row gets the gradient of the summed loss.
+    """
+    context = tf.distribute.get_replica_context()
+    sizes = context.all_gather(tf.shape(item_ids)[:1], axis=0)
+    offset = tf.reduce_sum(sizes[: context.replica_id_in_sync_group])
+    # One call per dtype: a batched gather concatenates its inputs.
+    return tuple(
+        tf.roll(context.all_gather(values, axis=0), -offset, axis=0)
+        for values in (item_vectors, item_ids)
     )
 
 
@@ -180,14 +251,28 @@ def main(argv=None):
             f"`users` {users.shape} and `items` {items.shape} must be equal, "
             "non-empty 1-D arrays.",
         )
-    user_table, item_table, loss_history, versions = _train(
-        users, items, num_users, num_items, config
-    )
+    devices = config.get("devices")
+    if devices is not None and (
+        isinstance(devices, bool) or not isinstance(devices, int) or devices < 1
+    ):
+        _fail(
+            EXIT_BAD_INPUT, f"`devices` must be a positive int; got {devices}."
+        )
+    (
+        user_table,
+        item_table,
+        loss_history,
+        train_seconds,
+        replicas,
+        versions,
+    ) = _train(users, items, num_users, num_items, config)
     np.savez(
         args.output,
         user_table=user_table,
         item_table=item_table,
         loss_history=loss_history,
+        train_seconds=np.float64(train_seconds),
+        num_replicas=np.int64(replicas),
         versions=np.array(json.dumps(versions)),
     )
 

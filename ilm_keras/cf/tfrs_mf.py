@@ -56,6 +56,16 @@ class TFRSMatrixFactorization:
         threads: TensorFlow intra- and inter-op threads in the child (None:
             TensorFlow's default, one per core). On a busy machine 1 can be
             much faster.
+        devices: None (default) trains on one device. An int `N >= 1` splits
+            the child's CPU into `N` logical devices and trains under
+            `tf.distribute.MirroredStrategy` over them: every batch of
+            `batch_size` pairs (the global batch) is split across the
+            replicas, each replica's in-batch softmax still ranks against
+            all `batch_size` candidates (gathered from every replica), and
+            the replicas' gradients are summed, so the objective is the
+            single-device one. The logical devices share the same cores and
+            thread pools, so this measures the strategy's overhead (and
+            exercises the multi-replica code path); it adds no compute.
         timeout: seconds to wait for the child (None: no limit).
         python: interpreter for the child (default `sys.executable`); it
             needs `tensorflow`, `tf_keras` and `tensorflow-recommenders`.
@@ -83,6 +93,7 @@ class TFRSMatrixFactorization:
         init_stddev=0.1,
         seed=0,
         threads=None,
+        devices=None,
         timeout=None,
         python=None,
     ):
@@ -126,6 +137,17 @@ class TFRSMatrixFactorization:
                 f"`threads` must be a positive int; got {threads}."
             )
         self.threads = None if threads is None else int(threads)
+        if devices is not None and (
+            isinstance(devices, bool)
+            or not isinstance(devices, (int, np.integer))
+            or devices < 1
+        ):
+            raise ValueError(
+                f"`devices` must be None (one device) or a positive int (the "
+                f"number of logical CPU devices for MirroredStrategy); got "
+                f"{devices!r}."
+            )
+        self.devices = None if devices is None else int(devices)
         self.timeout = timeout
         self.python = python or sys.executable
         self.user_table = None
@@ -133,6 +155,8 @@ class TFRSMatrixFactorization:
         self.loss_history = []
         self.versions = {}
         self.fit_seconds = None
+        self.train_seconds = None
+        self.num_replicas = None
 
     def get_config(self):
         return {
@@ -148,6 +172,7 @@ class TFRSMatrixFactorization:
             "init_stddev": self.init_stddev,
             "seed": self.seed,
             "threads": self.threads,
+            "devices": self.devices,
         }
 
     def fit(self, interactions, num_users=None, num_items=None):
@@ -162,7 +187,11 @@ class TFRSMatrixFactorization:
 
         Returns:
             `(user_table, item_table)`, float32 `[num_users, factors]` and
-            `[num_items, factors]`.
+            `[num_items, factors]`. Also sets `loss_history`, `versions`,
+            `fit_seconds` (wall time of this call: the child's start and
+            TensorFlow import included), `train_seconds` (Keras `fit`
+            alone, inside the child) and `num_replicas` (replicas the
+            child trained with: 1 without `devices`).
 
         Raises:
             ValueError: on bad interactions (see `interaction_matrix`),
@@ -202,6 +231,8 @@ class TFRSMatrixFactorization:
                 self.user_table = out["user_table"]
                 self.item_table = out["item_table"]
                 self.loss_history = out["loss_history"].tolist()
+                self.train_seconds = float(out["train_seconds"])
+                self.num_replicas = int(out["num_replicas"])
                 self.versions = json.loads(str(out["versions"]))
         expected = (
             (matrix.shape[0], self.factors),
