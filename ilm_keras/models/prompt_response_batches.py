@@ -158,10 +158,12 @@ class PromptResponseBatches(keras.utils.PyDataset):
             index: int, the batch of the epoch.
             num_processes: int; with more than one, only rows
                 `[process_id * n, (process_id + 1) * n)` (`n = batch_size //
-                num_processes`) are tokenized and returned, cut to the width
-                the whole batch has, so the processes' rows join into the
-                batch a single process makes (a multi-process data-parallel
-                fit; `fit_input`).
+                num_processes`) are tokenized for the batch and returned,
+                cut to the width the whole batch has, so the processes' rows
+                join into the batch a single process makes (a multi-process
+                data-parallel fit; `fit_input`). That width comes from the
+                length-group pass, which every process runs over the whole
+                group (its pairs are tokenized once to measure them).
             process_id: int, this process.
 
         Returns:
@@ -257,8 +259,9 @@ class PromptResponseBatches(keras.utils.PyDataset):
         In a multi-process data-parallel run (JAX, `keras.distribution.
         DataParallel(auto_shard_dataset=False)`) each process passes its
         `num_processes` and `process_id` and its dataset then yields only
-        its rows of every batch (tokenizing only those); Keras joins the
-        processes' rows into the global batch.
+        its rows of every batch (see `batch`: each process still measures
+        the whole length group once); Keras joins the processes' rows into
+        the global batch.
 
         Args:
             steps_per_epoch: optional int, a cap on batches per epoch
