@@ -69,6 +69,8 @@ flags.DEFINE_string("output", "benchmarks/results/openp5.md",
 SETTINGS = ("sequential/seen", "sequential/unseen",
             "straightforward/seen", "straightforward/unseen")
 REFERENCES = ("popularity", "iALS", "random")
+SLOT_ROW = ("decoder + MLP trained together (the slot pretraining itself; "
+            "beyond the paper)")
 REFERENCE_NAMES = {
     "popularity": "popularity (training counts)",
     "iALS": "iALS (user folded in from the prompt's history)",
@@ -131,11 +133,12 @@ def cells_of(results, dataset, variant):
             if d == dataset and v == variant]
 
 
-def seed_cells(results, dataset):
-    """One cell per seed (any variant): the seed's shared references."""
+def seed_cells(results, dataset, key="references"):
+    """One cell per seed (any variant holding `key`): the seed's shared
+    references (or slot-pretraining scores)."""
     seen, out = set(), []
     for (d, _, s), c in sorted(results.items()):
-        if d == dataset and s not in seen:
+        if d == dataset and s not in seen and c.get(key):
             seen.add(s)
             out.append(c)
     return out
@@ -213,6 +216,12 @@ def dataset_section(results, dataset, size):
             lines.append(f"| {VARIANT_NAMES[variant]} | " + " | ".join(row)
                          + f" | {cells[0]['test'][setting]['num_users']} "
                          f"| {secs:.0f} |")
+        joint = [c["slot_pretraining"][setting] for c in seed_cells(
+            results, dataset, "slot_pretraining")]
+        if joint:  # `llm_slot_encoder`, beyond the paper.
+            row = [fmt([m[k] for m in joint]) for k in METRIC_KEYS]
+            lines.append(f"| {SLOT_ROW} | " + " | ".join(row)
+                         + f" | {joint[0]['num_users']} | - |")
         for name in REFERENCES:
             if name == "iALS" and not setting.startswith("sequential"):
                 continue  # Its history is the sequential prompts'.

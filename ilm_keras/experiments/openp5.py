@@ -69,8 +69,14 @@ def _npz_dump(path, **arrays):
     files.write_npz(path, **arrays)
 
 
-def shared_phases(data, config, shared_dir, need_qformer, log=print):
+def shared_phases(data, config, shared_dir, need_qformer, log=print,
+                  slot_llm=False):
     """CF, phase 1 (if `need_qformer`) and LLM pretraining, cached on disk.
+
+    With `slot_llm` the decoder is the one pretrained with soft-token slots
+    (`config.llm_slot_encoder`, `pipeline.pretrain_llm_with_slots`), kept
+    apart from the text-only one; the jointly trained model it came from is
+    scored on the test prompts once, as a reference (`slot_pretraining`).
 
     Each phase writes its output under `shared_dir` when it finishes and is
     loaded instead of rerun next time; a phase killed mid-`fit` (even by
@@ -86,7 +92,8 @@ def shared_phases(data, config, shared_dir, need_qformer, log=print):
         dict with `split`, `user_table`, `item_table`, `references` (per
         subset, the popularity / iALS / random rows on the LLM variants'
         protocol, `pipeline.reference_metrics`),
-        `qformer` (or None), `tokenizer`, `backbone`, `seconds`.
+        `qformer` (or None), `tokenizer`, `backbone`, `seconds`, and with
+        `slot_llm` `slot_pretraining` (that model's test metrics).
     """
     os.makedirs(shared_dir, exist_ok=True)
     # Every phase starts from the seed, so what it draws does not depend on
@@ -140,16 +147,27 @@ def shared_phases(data, config, shared_dir, need_qformer, log=print):
             log(f"phase 1: loaded {path}")
 
     # The LLM backbone.
+    name = "llm_slots" if slot_llm else "llm"
     vocab_path = os.path.join(shared_dir, "llm_vocabulary.json")
-    backbone_path = os.path.join(shared_dir, "llm_backbone.keras")
-    backup = _backup(shared_dir, "llm", config, log)
-    trained = not (_done(vocab_path) and _done(backbone_path))
+    backbone_path = os.path.join(shared_dir, name + "_backbone.keras")
+    slot_metrics_path = os.path.join(shared_dir, "llm_slots_test.json")
+    backup = _backup(shared_dir, name, config, log)
+    trained = not (_done(vocab_path) and _done(backbone_path)
+                   and (not slot_llm or _done(slot_metrics_path)))
     if trained:
         start = time.time()
-        log("LLM: pretraining on the text-only OpenP5 prompts")
         seed_everything(config.seed)
-        tokenizer, backbone, _ = pl.pretrain_llm(split, config, backup=backup)
-        seconds["llm"] = time.time() - start
+        if slot_llm:
+            log("LLM: pretraining with soft-token slots "
+                f"({config.llm_slot_encoder} encoder, beyond the paper)")
+            tokenizer, backbone, joint, _ = pl.pretrain_llm_with_slots(
+                split, user_table, item_table, config, backup=backup)
+            seconds["llm_slots"] = time.time() - start
+            _json_dump(slot_metrics_path, pl.test_metrics(joint, split, config))
+        else:
+            log("LLM: pretraining on the text-only OpenP5 prompts")
+            tokenizer, backbone, _ = pl.pretrain_llm(split, config, backup=backup)
+            seconds["llm"] = time.time() - start
         files.save_model(backbone, backbone_path)
         _json_dump(vocab_path, tokenizer.get_vocabulary())
     backup.clear()
@@ -159,9 +177,12 @@ def shared_phases(data, config, shared_dir, need_qformer, log=print):
     backbone = files.load_model(backbone_path)
     if not trained:
         log(f"LLM: loaded {backbone_path}")
-    return dict(split=split, user_table=user_table, item_table=item_table,
-                references=references, qformer=qformer, tokenizer=tokenizer,
-                backbone=backbone, seconds=seconds)
+    out = dict(split=split, user_table=user_table, item_table=item_table,
+               references=references, qformer=qformer, tokenizer=tokenizer,
+               backbone=backbone, seconds=seconds)
+    if slot_llm:
+        out["slot_pretraining"] = files.read_json(slot_metrics_path)
+    return out
 
 
 def run_openp5_cell(data, variant, config, output_dir, shared_dir=None,
@@ -195,8 +216,12 @@ def run_openp5_cell(data, variant, config, output_dir, shared_dir=None,
         log(f"{results_path} exists: done.")
         return results
     start = time.time()
+    # Beyond the paper, `llm_slot_encoder`: every variant with soft tokens
+    # reads the decoder pretrained with slots; OpenP5-R the text-only one.
+    slot_llm = config.llm_slot_encoder != "none" and variant != "none"
     shared = shared_phases(data, config, shared_dir or output_dir,
-                           need_qformer=(variant == "ilm"), log=log)
+                           need_qformer=(variant == "ilm"), log=log,
+                           slot_llm=slot_llm)
     split = shared["split"]
     seed_everything(config.seed)
     model = pl.build_phase2(
@@ -228,6 +253,7 @@ def run_openp5_cell(data, variant, config, output_dir, shared_dir=None,
         "test": test,
         "valid_per_epoch": valid_scores,
         "references": shared["references"],
+        "slot_pretraining": shared.get("slot_pretraining"),
         "seconds": {**shared["seconds"], "phase2": phase2_seconds,
                     "test": time.time() - t, "total": time.time() - start},
     }

@@ -101,6 +101,18 @@ class PipelineConfig:
             pretrained on text alone does not learn to read soft tokens
             while frozen (README, "Recommendation quality").
         llm_steps_per_epoch: optional cap on pretraining batches per epoch.
+        llm_slot_encoder: beyond the paper: `"mlp"` pretrains the decoder
+            with soft-token slots present. Every item and user mention is
+            followed by `num_mlp_tokens` soft tokens from an MLP over its CF
+            vector (`user_vectors` for users), trained beside the decoder
+            on the same prompts, steps and schedule as the text-only
+            decoder (`pretrain_llm_with_slots`). Phase 2 then keeps this
+            decoder frozen, as the paper does, and each variant fills the
+            slots with its own freshly initialised encoder; OpenP5-R still
+            reads the text-only decoder. Needs `num_mlp_tokens ==
+            num_query_tokens`, so that every variant writes the slot layout
+            the decoder learned. `"none"` (default): the paper's text-only
+            decoder for every variant.
         num_beams: beam width of `recommend()` (OpenP5: 10); unused with
             atomic item indexing, whose ranking is exact.
         exclude_history: drop every item the user saw before the target
@@ -159,6 +171,7 @@ class PipelineConfig:
     llm_batch_size: int = 64
     llm_learning_rate: float = 2e-3
     llm_steps_per_epoch: int = None
+    llm_slot_encoder: str = "none"
     templates_per_example: int = 3
     describe_items: bool = False
     describe_repeats: int = 1
@@ -484,10 +497,8 @@ def sequence_length_for(split, tokenizer, num_soft_tokens, config):
     return -(-(longest + 2) // 16) * 16
 
 
-def pretrain_llm(split, config, callbacks=None, backup=None):
-    """Builds the `OpenP5Tokenizer` and pretrains a `LlamaBackbone` on the
-    text-only prompts (resumable with `backup`, as `pretrain_qformer`);
-    returns `(tokenizer, backbone, history)`."""
+def _new_llm(split, config):
+    """The `OpenP5Tokenizer` of `split` and an untrained `LlamaBackbone`."""
     data = split.data
     texts = [t for t in (data.item_texts or []) if t] if config.describe_items else []
     tokenizer = OpenP5Tokenizer.from_texts(
@@ -499,6 +510,14 @@ def pretrain_llm(split, config, callbacks=None, backup=None):
         hidden_dim=config.llm_hidden,
         num_heads=config.llm_heads,
     )
+    return tokenizer, backbone
+
+
+def pretrain_llm(split, config, callbacks=None, backup=None):
+    """Builds the `OpenP5Tokenizer` and pretrains a `LlamaBackbone` on the
+    text-only prompts (resumable with `backup`, as `pretrain_qformer`);
+    returns `(tokenizer, backbone, history)`."""
+    tokenizer, backbone = _new_llm(split, config)
     history = pretrain_backbone(
         backbone,
         tokenizer,
@@ -512,6 +531,48 @@ def pretrain_llm(split, config, callbacks=None, backup=None):
         **llm_batch_args(split, tokenizer, config),
     )
     return tokenizer, backbone, history
+
+
+def pretrain_llm_with_slots(split, user_table, item_table, config,
+                            callbacks=None, backup=None):
+    """Beyond the paper: pretrains the decoder with soft-token slots present.
+
+    The same prompts, steps, batch size and schedule as `pretrain_llm`, but
+    through an `mlp` `ItemLanguageModel` whose decoder trains beside its
+    encoder: every item and user mention is followed by
+    `config.num_mlp_tokens` soft tokens from an MLP over its CF vector, so
+    the decoder learns to read such slots. Phase 2 keeps it frozen and
+    gives it a fresh encoder (`config.llm_slot_encoder`).
+
+    Returns:
+        `(tokenizer, backbone, model, history)`: the decoder (frozen again)
+        and the jointly trained model it was part of.
+    """
+    if config.llm_slot_encoder != "mlp":
+        raise ValueError(
+            "pretrain_llm_with_slots needs llm_slot_encoder='mlp', got "
+            f"{config.llm_slot_encoder!r}."
+        )
+    if config.num_mlp_tokens != config.num_query_tokens:
+        raise ValueError(
+            f"llm_slot_encoder='mlp' needs num_mlp_tokens "
+            f"({config.num_mlp_tokens}) == num_query_tokens "
+            f"({config.num_query_tokens}): the Q-Former variants must write "
+            "the slot layout the decoder is pretrained on."
+        )
+    tokenizer, backbone = _new_llm(split, config)
+    model = build_phase2("mlp", backbone, tokenizer, split, user_table,
+                         item_table, dataclasses.replace(config, phase2_train_llm=False))
+    model.backbone.llm.trainable = True
+    history = fit_pairs(
+        model, split, config, batch_size=config.llm_batch_size,
+        epochs=config.llm_epochs, steps_per_epoch=config.llm_steps_per_epoch,
+        learning_rate=config.llm_learning_rate,
+        warmup_steps=config.llm_warmup_steps, callbacks=callbacks,
+        backup=backup,
+    )
+    model.backbone.llm.trainable = False
+    return tokenizer, backbone, model, history
 
 
 def llm_batch_args(split, tokenizer, config):
@@ -716,14 +777,6 @@ def train_phase2(model, split, config, callbacks=None, checkpoint_path=None,
     Returns:
         The Keras `History`.
     """
-    batches = PromptResponseBatches(
-        model.preprocessor,
-        lambda epoch: training_pairs(split, config, epoch),
-        batch_size=config.phase2_batch_size,
-        seed=config.seed,
-        length_bucket=config.length_bucket,
-        length_group=config.length_group,
-    )
     callbacks = list(callbacks or [])
     if checkpoint_path is not None:
         callbacks.append(
@@ -736,21 +789,44 @@ def train_phase2(model, split, config, callbacks=None, checkpoint_path=None,
                 delete=checkpoint_delete,
             )
         )
-    steps_per_epoch = min(config.phase2_steps_per_epoch or len(batches),
-                          len(batches))  # as `batches.fit_input` counts them
-    total = steps_per_epoch * config.phase2_epochs
+    return fit_pairs(
+        model, split, config, batch_size=config.phase2_batch_size,
+        epochs=config.phase2_epochs,
+        steps_per_epoch=config.phase2_steps_per_epoch,
+        learning_rate=config.phase2_learning_rate,
+        warmup_steps=config.phase2_warmup_steps, callbacks=callbacks,
+        backup=backup,
+    )
+
+
+def fit_pairs(model, split, config, *, batch_size, epochs, steps_per_epoch,
+              learning_rate, warmup_steps, callbacks=None, backup=None):
+    """One resumable `fit` of an `ItemLanguageModel` on `training_pairs`
+    (what trains depends on the model's `trainable` flags): AdamW with a
+    warmup + cosine schedule over the whole fit, batches of its own
+    preprocessor (`PromptResponseBatches`, new templates every epoch).
+    `train_phase2` and `pretrain_llm_with_slots` call it with their
+    phase's sizes."""
+    batches = PromptResponseBatches(
+        model.preprocessor,
+        lambda epoch: training_pairs(split, config, epoch),
+        batch_size=batch_size,
+        seed=config.seed,
+        length_bucket=config.length_bucket,
+        length_group=config.length_group,
+    )
+    steps = min(steps_per_epoch or len(batches),
+                len(batches))  # as `batches.fit_input` counts them
     model.compile(
         optimizer=keras.optimizers.AdamW(
-            warmup_cosine(
-                config.phase2_learning_rate, total, config.phase2_warmup_steps
-            ),
+            warmup_cosine(learning_rate, steps * epochs, warmup_steps),
             weight_decay=0.01,
         )
     )
     return resume.resumable_fit(
         model,
-        lambda start: batches.fit_input(config.phase2_steps_per_epoch, start),
-        epochs=config.phase2_epochs,
+        lambda start: batches.fit_input(steps_per_epoch, start),
+        epochs=epochs,
         backup=backup,
         callbacks=callbacks,
         verbose=fit_verbosity(config.verbose),

@@ -1,5 +1,6 @@
 """run_openp5_cell on tiny synthetic data: outputs, shared phases, resuming."""
 
+import dataclasses
 import json
 import os
 
@@ -108,3 +109,65 @@ def test_a_cell_killed_mid_training_resumes_from_its_last_epoch(
     assert [s["epoch"] for s in resumed["valid_per_epoch"]] == [0, 1]
     # CF and the LLM were finished before the kill: loaded, not retrained.
     assert any("loaded" in line and "llm_backbone.keras" in line for line in logs)
+
+
+def test_slot_pretrained_decoder_is_shared_by_encoders_and_stays_frozen(tmp_path):
+    """`llm_slot_encoder="mlp"` (beyond the paper): the variants with soft
+    tokens read a decoder pretrained with slots, frozen in phase 2;
+    OpenP5-R keeps the text-only decoder."""
+    import numpy as np
+
+    from ilm_keras.models.item_language_model import ItemLanguageModel
+    from ilm_keras.utils import files
+
+    data, _ = ild.make_synthetic_data(num_users=30, num_items=20, num_clusters=2,
+                                      interactions_per_user=5)
+    data = ild.random_indexing(data, seed=0)
+    config = dataclasses.replace(CONFIG, llm_slot_encoder="mlp",
+                                 num_mlp_tokens=2, num_query_tokens=2)
+    shared = str(tmp_path / "shared")
+    logs = []
+    mlp = run_openp5_cell(data, "mlp", config, str(tmp_path / "mlp"),
+                          shared_dir=shared, log=logs.append)
+    assert any("soft-token slots" in line for line in logs)
+    assert not os.path.exists(os.path.join(shared, "llm_backbone.keras"))
+    assert set(mlp["slot_pretraining"]) == set(mlp["test"])
+    for metrics in mlp["slot_pretraining"].values():
+        assert 0.0 <= metrics["NDCG@10"] <= metrics["HR@10"] <= 1.0
+
+    # Phase 2 left the slot decoder as pretrained.
+    slots = files.load_model(os.path.join(shared, "llm_slots_backbone.keras"))
+    trained = ItemLanguageModel.from_preset(mlp["preset"]).backbone.llm
+    for a, b in zip(slots.get_weights(), trained.get_weights()):
+        np.testing.assert_array_equal(a, b)
+
+    # OpenP5-R pretrains and reads the text-only decoder; ILM-rand loads
+    # the slot decoder instead of pretraining it again.
+    logs.clear()
+    none = run_openp5_cell(data, "none", config, str(tmp_path / "none"),
+                           shared_dir=shared, log=logs.append)
+    assert none["slot_pretraining"] is None
+    assert any("text-only" in line for line in logs)
+    text = files.load_model(os.path.join(shared, "llm_backbone.keras"))
+    assert any(np.abs(a - b).max() > 1e-3
+               for a, b in zip(text.get_weights(), slots.get_weights())
+               if a.shape == b.shape)
+    logs.clear()
+    run_openp5_cell(data, "ilm_rand", config, str(tmp_path / "ilm_rand"),
+                    shared_dir=shared, log=logs.append)
+    assert any("loaded" in line and "llm_slots_backbone.keras" in line
+               for line in logs)
+
+
+def test_slot_pretraining_needs_one_slot_layout():
+    from ilm_keras.experiments import pipeline as pl
+
+    data, _ = ild.make_synthetic_data(num_users=30, num_items=20, num_clusters=2,
+                                      interactions_per_user=5)
+    split = pl.prepare_split(data, CONFIG)
+    config = dataclasses.replace(CONFIG, llm_slot_encoder="mlp",
+                                 num_mlp_tokens=1, num_query_tokens=4)
+    with pytest.raises(ValueError, match="num_mlp_tokens"):
+        pl.pretrain_llm_with_slots(split, None, None, config)
+    with pytest.raises(ValueError, match="llm_slot_encoder"):
+        pl.pretrain_llm_with_slots(split, None, None, CONFIG)
