@@ -30,6 +30,7 @@ import numpy as np
 
 from ilm_keras import data as ild
 from ilm_keras.cf import IALS
+from ilm_keras.generation.item_trie import ItemTrie
 from ilm_keras.models.phase1_batches import make_phase1_dataset
 from ilm_keras.models.prompt_response_batches import PromptResponseBatches
 from ilm_keras.experiments.backbone_pretraining import make_llama_backbone
@@ -113,6 +114,11 @@ class PipelineConfig:
             num_query_tokens`, so that every variant writes the slot layout
             the decoder learned. `"none"` (default): the paper's text-only
             decoder for every variant.
+        cf_output_head: beyond the paper: the variants with an item encoder
+            add `h . (W v_i)` to each item token's logit, `W` a trainable
+            projection of the item's CF vector, zero at the start
+            (`CFItemOutputHead`; atomic item ids only). The LLM stays
+            frozen; `W` trains with the encoder and adaptor.
         num_beams: beam width of `recommend()` (OpenP5: 10); unused with
             atomic item indexing, whose ranking is exact.
         exclude_history: drop every item the user saw before the target
@@ -172,6 +178,7 @@ class PipelineConfig:
     llm_learning_rate: float = 2e-3
     llm_steps_per_epoch: int = None
     llm_slot_encoder: str = "none"
+    cf_output_head: bool = False
     templates_per_example: int = 3
     describe_items: bool = False
     describe_repeats: int = 1
@@ -620,6 +627,15 @@ def build_phase2(variant, backbone, tokenizer, split, user_table, item_table,
     )
     if variant == "ilm_rand":
         qformer = qformer if qformer is not None else qformer_config(item_table, config)
+    item_token_ids = None
+    if config.cf_output_head and variant != "none":
+        names = [preprocessor.item_name(i) for i in range(preprocessor.num_items)]
+        item_token_ids = ItemTrie(preprocessor.response_token_ids(names)).single_tokens()
+        if item_token_ids is None:
+            raise ValueError(
+                "cf_output_head needs one token per item "
+                f"(item_indexing='atomic'), got {config.item_indexing!r}."
+            )
     if config.phase2_train_llm:  # A copy: other variants read the original.
         copy = type(backbone).from_config(backbone.get_config())
         copy.set_weights(backbone.get_weights())
@@ -635,6 +651,7 @@ def build_phase2(variant, backbone, tokenizer, split, user_table, item_table,
         user_vectors=config.user_vectors,
         fold_in_regularization=config.cf_regularization,
         fold_in_alpha=config.cf_alpha,
+        item_token_ids=item_token_ids,
     )
     if config.phase2_train_llm:
         model.backbone.llm.trainable = True

@@ -135,7 +135,7 @@ class ItemLanguageModel(keras_hub.models.CausalLM):
         # === Functional Model ===
         inputs = backbone.input
         hidden = backbone(inputs)
-        logits = backbone.decoder.logits(hidden)
+        logits = backbone.logits(hidden)
         super().__init__(inputs=inputs, outputs=logits, **kwargs)
 
         # Not tracked by Keras: plain Python state.
@@ -237,7 +237,7 @@ class ItemLanguageModel(keras_hub.models.CausalLM):
         hidden = ops.take_along_axis(
             hidden, ops.expand_dims(positions, -1), axis=1
         )
-        return self.backbone.decoder.logits(hidden)
+        return self.backbone.logits(hidden)
 
     def compute_output_spec(self, inputs, training=None, mask=None, **kwargs):
         # The functional graph knows no `loss_positions`: drop them, then
@@ -325,7 +325,7 @@ class ItemLanguageModel(keras_hub.models.CausalLM):
             tokens = ops.slice(prompt, [0, pos], [batch_size, 1])[:, 0]
             x = self._next_embeddings(embeddings, padding_mask, tokens, pos)
             hidden, cache = decoder.call_with_cache(x, cache, pos)
-            logits = decoder.logits(hidden)
+            logits = self.backbone.logits(hidden)
             return logits[:, 0, :], hidden[:, 0, :], cache
 
         token_ids = self.sampler(
@@ -416,7 +416,7 @@ class ItemLanguageModel(keras_hub.models.CausalLM):
                 pos = index - 1
                 x = self._next_embeddings(beam_embeddings, beam_mask, tokens, pos)
                 hidden, cache = decoder.call_with_cache(x, cache, pos)
-                logits = ops.cast(decoder.logits(hidden)[:, 0, :], "float32")
+                logits = ops.cast(self.backbone.logits(hidden)[:, 0, :], "float32")
                 return ops.log_softmax(logits, axis=-1), cache
 
             return constrained_beam_search(
@@ -453,7 +453,7 @@ class ItemLanguageModel(keras_hub.models.CausalLM):
             last = ops.take_along_axis(
                 hidden, ops.reshape(lengths - 1, (-1, 1, 1)), axis=1
             )
-            logits = ops.cast(decoder.logits(last)[:, 0, :], "float32")
+            logits = ops.cast(self.backbone.logits(last)[:, 0, :], "float32")
             log_probs = ops.log_softmax(logits, axis=-1)
             scores = ops.take(log_probs, inputs["item_tokens"], axis=1)
             scores = ops.where(inputs["alive_items"], scores, -np.inf)
@@ -476,7 +476,7 @@ class ItemLanguageModel(keras_hub.models.CausalLM):
             # harmless: causal attention keeps it out of real positions, and
             # decoding masks it.
             last, prompt_cache = decoder.prompt_pass(embeddings, lengths)
-            first = ops.cast(decoder.logits(last)[:, 0, :], "float32")
+            first = ops.cast(self.backbone.logits(last)[:, 0, :], "float32")
             first_log_probs = ops.log_softmax(first, axis=-1)
 
             def step_fn(t, tokens, parent, beam_cache):
@@ -502,7 +502,7 @@ class ItemLanguageModel(keras_hub.models.CausalLM):
                 hidden, beam_cache = decoder.beam_decode_step(
                     x, lengths + t, prompt_cache, padding_mask, beam_cache
                 )
-                logits = ops.cast(decoder.logits(hidden), "float32")
+                logits = ops.cast(self.backbone.logits(hidden), "float32")
                 return ops.log_softmax(logits, axis=-1), beam_cache
 
             return shared_prompt_beam_search(

@@ -3,8 +3,10 @@
 import keras
 import keras_hub
 import numpy as np
+from keras import ops
 
 from ilm_keras.cf.embeddings import check_table
+from ilm_keras.layers.cf_item_output_head import CFItemOutputHead
 from ilm_keras.layers.item_soft_tokens import ItemSoftTokens
 from ilm_keras.layers.soft_token_decoder import SoftTokenDecoder, _FrozenDecoderLayer
 
@@ -126,6 +128,12 @@ class ItemLanguageModelBackbone(keras_hub.models.Backbone):
             fitted with (`IALS.regularization`, `IALS.alpha`).
         num_items, num_users, cf_dim: table shapes, only needed without
             tables (restoring from a config before loading weights).
+        item_token_ids: beyond the paper: optional ints, the vocabulary id
+            of each item's single token (atomic item ids), in item-table
+            order. Then `logits()` adds a `CFItemOutputHead`: each item
+            token's logit gains `h . (W v_i)`, a trainable projection `W`
+            of the item's CF vector (zero at the start). Needs an item
+            encoder (`item_encoder != "none"`).
         dtype: the dtype policy; defaults to the LLM's.
         **kwargs: standard `keras_hub.models.Backbone` arguments.
 
@@ -161,6 +169,7 @@ class ItemLanguageModelBackbone(keras_hub.models.Backbone):
         num_items=None,
         num_users=None,
         cf_dim=None,
+        item_token_ids=None,
         dtype=None,
         **kwargs,
     ):
@@ -247,6 +256,25 @@ class ItemLanguageModelBackbone(keras_hub.models.Backbone):
         # `trainable=` (e.g. from a config) reaches every layer: the LLM
         # stays frozen all the same.
         llm.trainable = False
+        item_output_head = None
+        if item_token_ids is not None:
+            if item_soft_tokens is None:
+                raise ValueError(
+                    "`item_token_ids` (the CF item output head) needs an item "
+                    "encoder; `item_encoder='none'` has no CF table."
+                )
+            if len(item_token_ids) != num_items:
+                raise ValueError(
+                    f"`item_token_ids` has {len(item_token_ids)} entries, the "
+                    f"CF table {num_items} items."
+                )
+            item_output_head = CFItemOutputHead(
+                item_token_ids, llm.vocabulary_size, cf_dim, dtype=dtype,
+                name="cf_item_output_head",
+            )
+            item_output_head.attach_table(item_soft_tokens.cf_table)
+            item_output_head.build((None, None, llm.hidden_dim))
+        self.item_output_head = item_output_head
 
         # === Config ===
         self.item_encoder = item_encoder
@@ -259,6 +287,9 @@ class ItemLanguageModelBackbone(keras_hub.models.Backbone):
         self.num_items = int(num_items)
         self.num_users = int(num_users)
         self.cf_dim = int(cf_dim)
+        self.item_token_ids = (
+            None if item_token_ids is None else [int(i) for i in item_token_ids]
+        )
         self.token_embedding = llm.token_embedding
         # Not tracked by Keras: a plain Python view of the LLM's layers.
         object.__setattr__(self, "decoder", decoder)
@@ -293,6 +324,14 @@ class ItemLanguageModelBackbone(keras_hub.models.Backbone):
         if self.item_soft_tokens is None:
             return None
         return self.item_soft_tokens.cf_table
+
+    def logits(self, hidden):
+        """Vocabulary logits of final hidden states `[..., H]`: the LLM's
+        own, plus the CF item output head's term when it has one."""
+        logits = self.decoder.logits(hidden)
+        if self.item_output_head is None:
+            return logits
+        return logits + ops.cast(self.item_output_head(hidden), logits.dtype)
 
     def check_length(self, length, what):
         """Raises a `ValueError` when `length` exceeds the LLM's positions.
@@ -373,6 +412,7 @@ class ItemLanguageModelBackbone(keras_hub.models.Backbone):
                 "num_items": self.num_items,
                 "num_users": self.num_users,
                 "cf_dim": self.cf_dim,
+                "item_token_ids": self.item_token_ids,
             }
         )
         return config
