@@ -33,6 +33,7 @@ from ilm_keras.version import __version__
 _EXPORTS = {
     "make_phase1_dataset": "ilm_keras.models.phase1_batches",
     "ItemTrie": "ilm_keras.generation.item_trie",
+    "CFItemOutputHead": "ilm_keras.layers.cf_item_output_head",
     "LinearAdaptor": "ilm_keras.layers.item_adaptor",
     "MLPAdaptor": "ilm_keras.layers.item_adaptor",
     "ItemLanguageModel": "ilm_keras.models.item_language_model",
