@@ -39,6 +39,7 @@ from ilm_keras.experiments.openp5 import load_dataset  # noqa: E402
 from ilm_keras.experiments.backbone_pretraining import make_llama_backbone  # noqa: E402
 from ilm_keras.experiments.backbone_pretraining import pretrain_backbone  # noqa: E402
 from ilm_keras.tokenizers.openp5_tokenizer import OpenP5Tokenizer  # noqa: E402
+from ilm_keras.utils import files  # noqa: E402
 from ilm_keras.utils.determinism import seed_everything  # noqa: E402
 from report import code_revision  # noqa: E402
 from report import command_line  # noqa: E402
@@ -58,11 +59,11 @@ class _Curve(keras.callbacks.Callback):
     """Scores `model` on validation after every epoch (= `eval_every` steps)
     and keeps the training seconds, evaluation excluded."""
 
-    def __init__(self, model, split, config, eval_every, log):
+    def __init__(self, model, split, config, eval_every, log, points):
         super().__init__()
         self.scored, self.split, self.config = model, split, config
         self.eval_every, self.log = eval_every, log
-        self.points, self.train_seconds = [], 0.0
+        self.points, self.train_seconds = points, 0.0
 
     def on_epoch_begin(self, epoch, logs=None):
         self._start = time.time()
@@ -80,11 +81,12 @@ class _Curve(keras.callbacks.Callback):
             "NDCG@10": metrics["NDCG@10"],
         }
         self.points.append(point)
-        self.log(f"  {point}")
+        self.log(point)
 
 
-def curve(split, indexing, config, log=print):
-    """The validation curve of one indexing's text-only decoder."""
+def curve(split, indexing, config, points, log=print):
+    """The validation curve of one indexing's text-only decoder: appends
+    each point to `points` and calls `log(point)` when it is measured."""
     config = dataclasses.replace(config, item_indexing=indexing)
     seed_everything(config.seed)
     data = split.data
@@ -96,7 +98,7 @@ def curve(split, indexing, config, log=print):
         hidden_dim=config.llm_hidden, num_heads=config.llm_heads,
     )
     scored = pl.build_phase2("none", backbone, tokenizer, split, None, None, config)
-    callback = _Curve(scored, split, config, FLAGS.eval_every, log)
+    callback = _Curve(scored, split, config, FLAGS.eval_every, log, points)
     pretrain_backbone(
         backbone, tokenizer, epochs=FLAGS.steps // FLAGS.eval_every,
         steps_per_epoch=FLAGS.eval_every, learning_rate=config.llm_learning_rate,
@@ -119,20 +121,28 @@ def main(argv):
     references["popularity"] = pl.popularity_metrics(
         split, "valid", config.exclude_history)
     curves = {}
+
+    def write_so_far(point):  # a killed run keeps every point it measured
+        print(f"  {point}")
+        write(curves, references, config, data, time.time() - start)
+
     for indexing in FLAGS.indexings:
         print(f"{indexing}:")
-        curves[indexing] = curve(split, indexing, config)
-    write(curves, references, config, data, time.time() - start)
+        curves[indexing] = []
+        curve(split, indexing, config, curves[indexing], log=write_so_far)
+    write(curves, references, config, data, time.time() - start, done=True)
 
 
-def write(curves, references, config, data, seconds):
+def write(curves, references, config, data, seconds, done=False):
     lines = [
         f"# Learning curves of the OpenP5 decoder ({data.name}, validation)",
         "",
         "Written by `benchmarks/learning_curves.py`:",
         "", "```", command_line(), "```", "",
         f"- {library_versions()}; code {code_revision()}; {os.cpu_count()} cores; "
-        f"wall time {seconds:.0f} s.",
+        f"wall time {seconds:.0f} s"
+        + ("." if done else " so far: the run had not finished when this was "
+           "written (each point is written when measured)."),
         f"- All {len(data.sequences)} users' validation targets (`items[-2]`), "
         "sequential task, seen template 0; every item the user saw before the "
         "target is excluded from every ranking. `recommend()` is exact for "
@@ -161,10 +171,9 @@ def write(curves, references, config, data, seconds):
         lines += ["", f"Chart: `{os.path.basename(chart)}`."]
     except ImportError:
         lines += ["", "No chart: matplotlib is not installed (`.[bench]`)."]
-    os.makedirs(os.path.dirname(FLAGS.output) or ".", exist_ok=True)
-    with open(FLAGS.output, "w") as f:
-        f.write("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    files.write_text(FLAGS.output, "\n".join(lines) + "\n")  # atomic
+    if done:
+        print("\n".join(lines))
 
 
 def _chart(curves, references, path):
@@ -185,7 +194,7 @@ def _chart(curves, references, path):
         axis.set_ylabel("validation HR@10")
         axis.legend(fontsize=7)
     figure.tight_layout()
-    figure.savefig(path, dpi=100)
+    files.atomic_write(path, lambda tmp: figure.savefig(tmp, dpi=100))
     plt.close(figure)
 
 
