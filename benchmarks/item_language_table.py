@@ -254,6 +254,7 @@ def write_markdown(results, total, load_start):
         lines.append("")
     lines += gap_section(results, tasks)
     lines += probe_section(results)
+    lines += loss_section(results)
     lines += preserved_section(results)
     lines += examples_section(results)
     lines += timing_section(results)
@@ -369,6 +370,34 @@ def examples_section(results):
         lines.append("| " + " | ".join(c.replace("|", "/") for c in cells) + " |")
     lines.append("")
     return lines
+
+
+def loss_section(results, windows=5):
+    """Phase-2 training loss over the run: the mean of each fifth of the
+    steps, per variant, mean ± standard error over the seeds that kept
+    every step's loss (older JSON files have none)."""
+    kept = {seed: r["phase2_loss"] for seed, r in sorted(results.items())
+            if r.get("phase2_loss")}
+    if not kept:
+        return []
+    steps = len(next(iter(next(iter(kept.values())).values())))
+    bounds = np.linspace(0, steps, windows + 1).astype(int)
+    lines = ["## Phase-2 training loss (nats per answer token)", "",
+             f"Mean of each step's own loss over each fifth of the {steps} steps "
+             f"(seeds {', '.join(str(s) for s in kept)}); the learning curve of "
+             "phase 2, from training batches only.", "",
+             "| variant | " + " | ".join(
+                 f"steps {a + 1}-{b}" if b - a > 1 else f"step {b}"
+                 for a, b in zip(bounds[:-1], bounds[1:])) + " |",
+             "|---|" + "---|" * windows]
+    for variant in il.VARIANTS:
+        curves = [np.asarray(c[variant]) for c in kept.values() if variant in c]
+        if not curves:
+            continue
+        cells = [fmt([float(c[a:b].mean()) for c in curves])
+                 for a, b in zip(bounds[:-1], bounds[1:])]
+        lines.append(f"| {il.ROW_NAMES[variant]} | " + " | ".join(cells) + " |")
+    return lines + [""]
 
 
 def timing_section(results):

@@ -466,10 +466,34 @@ def build_variant(variant, backbone, tokenizer, data, item_table, config,
     return ItemLanguageModel(backbone=ilm_backbone, preprocessor=preprocessor)
 
 
+class StepLosses(keras.callbacks.Callback):
+    """Keeps each training step's own loss in `self.losses`.
+
+    `fit` reports the running mean of the epoch's losses after each batch;
+    step k's own loss is `k * mean_k - (k - 1) * mean_(k-1)`.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.losses = []
+        self._mean = 0.0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._mean = 0.0
+        self._seen = 0
+
+    def on_train_batch_end(self, batch, logs=None):
+        mean = float((logs or {})["loss"])
+        self._seen += 1
+        self.losses.append(self._seen * mean - (self._seen - 1) * self._mean)
+        self._mean = mean
+
+
 def train_variant(model, pairs, config, seed=0):
     """Phase 2: `config.phase2_steps` AdamW steps (warmup + cosine) on the
     shuffled `(prompt, answer)` pairs; only the item encoder and adaptor
-    train. Returns `(history, seconds)`."""
+    train. Returns `(history, seconds)`; `history.history["step_loss"]`
+    holds every step's own training loss."""
     batches = PromptResponseBatches(
         model.preprocessor, lambda epoch: pairs,
         batch_size=config.phase2_batch_size, seed=seed, length_bucket=16,
@@ -479,9 +503,11 @@ def train_variant(model, pairs, config, seed=0):
         warmup_cosine(config.phase2_learning_rate, steps,
                       config.phase2_warmup_steps), weight_decay=0.01))
     dataset, _ = batches.fit_input(None, 0)
+    losses = StepLosses()
     start = time.time()
     history = keras.Model.fit(model, dataset, steps_per_epoch=steps, epochs=1,
-                              verbose=config.verbose)
+                              verbose=config.verbose, callbacks=[losses])
+    history.history["step_loss"] = losses.losses
     return history, time.time() - start
 
 
@@ -748,6 +774,7 @@ def run_item_language_seed(data, config, backbone, tokenizer, encoder,
     rows = {}
     examples = {}
     models = {}
+    phase2_loss = {}  # variant -> every step's training loss
 
     def evaluate(row, model, prompt_of):
         result = {}
@@ -788,8 +815,9 @@ def run_item_language_seed(data, config, backbone, tokenizer, encoder,
         model = build_variant(variant, backbone, tokenizer, data, item_table,
                               config, sequence_length,
                               qformer=qformer if variant == "ilm" else None)
-        _, fit_seconds = train_variant(model, train_pairs, config, seed)
+        history, fit_seconds = train_variant(model, train_pairs, config, seed)
         seconds[f"phase2_{variant}"] = fit_seconds
+        phase2_loss[variant] = history.history["step_loss"]
         model.compile(sampler="greedy")
         start = time.time()
         rows[variant] = evaluate(variant, model, lambda task, q, item: chat_prompt(q))
@@ -840,6 +868,7 @@ def run_item_language_seed(data, config, backbone, tokenizer, encoder,
         "num_phase2_pairs": len(train_pairs),
         "sequence_length": int(sequence_length),
         "rows": rows,
+        "phase2_loss": phase2_loss,
         "examples": examples,
         "probe": probe,
         "prior_answers": prior,

@@ -127,3 +127,21 @@ def test_replace_from_assignments():
     assert config.phase2_learning_rate == 0.01
     with pytest.raises(ValueError, match="Unknown ItemLanguageConfig field 'nope'"):
         il.replace_from_assignments(il.ItemLanguageConfig(), ["nope=1"])
+
+
+def test_step_losses_recovers_each_steps_own_loss():
+    """With a zero learning rate every step's loss is its batch's loss,
+    which `StepLosses` recovers from fit's running means."""
+    import keras
+
+    x = np.arange(12, dtype="float32").reshape(6, 2) / 10.0
+    y = np.array([[0.0], [1.0], [4.0], [2.0], [9.0], [3.0]], "float32")
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    model.compile(optimizer=keras.optimizers.SGD(0.0), loss="mse")
+    recorder = il.StepLosses()
+    model.fit(x, y, batch_size=2, epochs=2, shuffle=False, verbose=0,
+              callbacks=[recorder])
+    expected = [float(np.mean((model.predict(x[i:i + 2], verbose=0) - y[i:i + 2]) ** 2))
+                for i in (0, 2, 4)]
+    np.testing.assert_allclose(recorder.losses, expected * 2, rtol=1e-4)
+    assert len(set(np.round(expected, 4))) == 3  # the steps do differ
