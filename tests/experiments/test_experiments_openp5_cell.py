@@ -9,6 +9,7 @@ import pytest
 from ilm_keras import data as ild
 from ilm_keras.experiments import PipelineConfig
 from ilm_keras.experiments.openp5 import run_openp5_cell
+from ilm_keras.experiments.openp5 import shared_phases
 
 CONFIG = PipelineConfig(
     max_history=3, cf_dim=8, cf_iterations=3, llm_layers=1, llm_hidden=16,
@@ -141,8 +142,9 @@ def test_slot_pretrained_decoder_is_shared_by_encoders_and_stays_frozen(tmp_path
     for a, b in zip(slots.get_weights(), trained.get_weights()):
         np.testing.assert_array_equal(a, b)
 
-    # OpenP5-R pretrains and reads the text-only decoder; ILM-rand loads
-    # the slot decoder instead of pretraining it again.
+    # OpenP5-R pretrains and reads the text-only decoder; every later cell
+    # with soft tokens loads the slot decoder instead of pretraining it
+    # again (what `run_openp5_cell` asks of `shared_phases`).
     logs.clear()
     none = run_openp5_cell(data, "none", config, str(tmp_path / "none"),
                            shared_dir=shared, log=logs.append)
@@ -153,10 +155,14 @@ def test_slot_pretrained_decoder_is_shared_by_encoders_and_stays_frozen(tmp_path
                for a, b in zip(text.get_weights(), slots.get_weights())
                if a.shape == b.shape)
     logs.clear()
-    run_openp5_cell(data, "ilm_rand", config, str(tmp_path / "ilm_rand"),
-                    shared_dir=shared, log=logs.append)
+    again = shared_phases(data, config, shared, need_qformer=False,
+                          log=logs.append, slot_llm=True)
     assert any("loaded" in line and "llm_slots_backbone.keras" in line
                for line in logs)
+    assert not any("pretraining" in line for line in logs)
+    for a, b in zip(slots.get_weights(), again["backbone"].get_weights()):
+        np.testing.assert_array_equal(a, b)
+    assert again["slot_pretraining"] == mlp["slot_pretraining"]
 
 
 def test_slot_pretraining_needs_one_slot_layout():
