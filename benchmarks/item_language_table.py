@@ -51,6 +51,8 @@ from seed_stats import mean_and_se  # noqa: E402
 FLAGS = flags.FLAGS
 flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds, run in order.")
 flags.DEFINE_bool("smoke", False, "Tiny steps and test sets (checks the script).")
+flags.DEFINE_list("variants", list(il.VARIANTS),
+                  "Variants trained (the reference rows are always scored).")
 flags.DEFINE_multi_string("set", [], "ItemLanguageConfig FIELD=VALUE (repeatable).")
 flags.DEFINE_string("data", os.path.join(REPO, "..", "shared", "data", "ml-100k"),
                     "ML-100K folder.")
@@ -96,6 +98,9 @@ def main(argv):
     paths = {int(s): os.path.join(FLAGS.work_dir, f"{tag}seed{s}.json")
              for s in FLAGS.seeds}
     results = {s: files.read_json(p) for s, p in paths.items() if os.path.exists(p)}
+    unknown = sorted(set(FLAGS.variants) - set(il.VARIANTS))
+    if unknown:
+        raise app.UsageError(f"--variants: unknown {unknown}; choose from {il.VARIANTS}.")
     todo = [s for s in paths if s not in results]
     if todo and not FLAGS.report_only:
         from ilm_keras.data.movielens import load_ml100k
@@ -111,7 +116,7 @@ def main(argv):
         for seed in todo:
             result = il.run_item_language_seed(
                 data, config_for(seed), backbone, tokenizer, encoder,
-                plain_lm=plain_lm)
+                variants=tuple(FLAGS.variants), plain_lm=plain_lm)
             result.pop("models")
             result["command"] = command_line()
             result["code"] = code_revision()
@@ -376,13 +381,25 @@ def loss_section(results, windows=5):
     """Phase-2 training loss over the run: the mean of each fifth of the
     steps, per variant, mean ± standard error over the seeds that kept
     every step's loss (older JSON files have none)."""
+    lines = []
+    phase1 = {seed: r["phase1_loss"] for seed, r in sorted(results.items())
+              if r.get("phase1_loss")}
+    if phase1:
+        lines += ["## Phase 1 (ILM's Q-Former) training loss", "",
+                  "Per seed, each loss's epoch mean at the first and the last "
+                  "epoch (chance for matching with one positive in three: 0.64):", ""]
+        for seed, losses in phase1.items():
+            lines.append(f"- Seed {seed} ({len(next(iter(losses.values())))} epochs): " +
+                         ", ".join(f"{k} {v[0]:.3f} -> {v[-1]:.3f}"
+                                   for k, v in sorted(losses.items())))
+        lines.append("")
     kept = {seed: r["phase2_loss"] for seed, r in sorted(results.items())
             if r.get("phase2_loss")}
     if not kept:
-        return []
+        return lines
     steps = len(next(iter(next(iter(kept.values())).values())))
     bounds = np.linspace(0, steps, windows + 1).astype(int)
-    lines = ["## Phase-2 training loss (nats per answer token)", "",
+    lines += ["## Phase-2 training loss (nats per answer token)", "",
              f"Mean of each step's own loss over each fifth of the {steps} steps "
              f"(seeds {', '.join(str(s) for s in kept)}); the learning curve of "
              "phase 2, from training batches only.", "",

@@ -727,13 +727,15 @@ def run_item_language_seed(data, config, backbone, tokenizer, encoder,
     phase1_items, _ = ild.item_text_pairs(phase1_data)
     assert_never_targets(data, held_out, phase1_items=phase1_items)
     qformer = None
+    phase1_loss = None
     if "ilm" in variants:
         seed_everything(seed)
         start = time.time()
-        qformer, _ = pl.pretrain_qformer(
+        qformer, history = pl.pretrain_qformer(
             dataclasses.replace(split, data=phase1_data), user_table,
             item_table, pconfig)
         seconds["phase1"] = time.time() - start
+        phase1_loss = {k: [float(x) for x in v] for k, v in history.history.items()}
 
     # Phase-2 pairs (seen items only) and the test prompts.
     train_pairs = []
@@ -868,6 +870,7 @@ def run_item_language_seed(data, config, backbone, tokenizer, encoder,
         "num_phase2_pairs": len(train_pairs),
         "sequence_length": int(sequence_length),
         "rows": rows,
+        "phase1_loss": phase1_loss,  # per epoch, each loss of phase 1
         "phase2_loss": phase2_loss,
         "examples": examples,
         "probe": probe,
