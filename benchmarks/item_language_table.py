@@ -182,7 +182,7 @@ def write_markdown(results, total, load_start):
         f"at the end of each seed: "
         + "; ".join(f"seed {s} " + ", ".join(f"{x:.1f}" for x in results[s].get("load_average_end", []))
                     for s in seeds)
-        + "; shared with another user's tests; run under `nice -n 19`); "
+        + "; other jobs shared the CPU, so wall times are upper bounds); "
         f"{library_versions()}; code: "
         + "; ".join(f"seed {s} {results[s].get('code', RUN_CODE)}" for s in seeds)
         + " (read when the seed ended).",
