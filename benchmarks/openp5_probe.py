@@ -220,27 +220,31 @@ def write(results, seconds):
         "prompt's last token, from which `recommend()` scores items. The CF "
         "row reads the iALS user vector folded in from the shown items (what "
         "the iALS ranking below scores with) instead of `h`.",
-        "- Cells: mean ± standard error over the seeds each run has.", ""]
+        "- Cells: mean ± standard error over the seeds of the row (a seed "
+        "counts where the run has that cell's preset; cells a run copied from "
+        "another, such as OpenP5-R over the text-only decoder, are the same "
+        "models).", ""]
     for run, per_seed in results.items():
         seeds = sorted(per_seed)
         if not seeds:
             continue
         first = per_seed[seeds[0]]
-        lines += [f"## {run} (seeds {', '.join(map(str, seeds))}; "
-                  f"{first['num_users']} users)", "",
+        lines += [f"## {run} ({first['num_users']} users)", "",
                   "R² of a ridge regression to each CF vector:", "",
-                  "| features | " + " | ".join(TARGETS) + " |",
-                  "|---|" + "---|" * len(TARGETS)]
+                  "| features | " + " | ".join(TARGETS) + " | seeds |",
+                  "|---|" + "---|" * (len(TARGETS) + 1)]
         for name in _names(per_seed, "probes"):
+            have = [s for s in seeds if name in per_seed[s]["probes"]]
             lines.append(f"| {name} | " + " | ".join(
-                cell([per_seed[s]["probes"][name][t] for s in seeds
-                      if name in per_seed[s]["probes"]]) for t in TARGETS) + " |")
+                cell([per_seed[s]["probes"][name][t] for s in have])
+                for t in TARGETS) + f" | {', '.join(map(str, have))} |")
         lines += ["", "Validation HR@10 on the same users and exclusion:", "",
-                  "| ranking | HR@10 |", "|---|---|"]
+                  "| ranking | HR@10 | seeds |", "|---|---|---|"]
         for name in _names(per_seed, "rankings"):
+            have = [s for s in seeds if name in per_seed[s]["rankings"]]
             lines.append(f"| {name} | " + cell(
-                [per_seed[s]["rankings"][name] for s in seeds
-                 if name in per_seed[s]["rankings"]]) + " |")
+                [per_seed[s]["rankings"][name] for s in have])
+                + f" | {', '.join(map(str, have))} |")
         lines.append("")
     files.write_text(FLAGS.output, "\n".join(lines))
     print("\n".join(lines))
