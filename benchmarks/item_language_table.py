@@ -72,13 +72,15 @@ RUN_COMMAND = ("KERAS_BACKEND=jax python benchmarks/item_language_table.py "
 TASK_METRICS = {
     "describe": ("semantic_consistency", "genre_f1", "log_perplexity"),
     "genres": ("semantic_consistency", "genre_precision", "genre_recall",
-               "genre_f1", "genre_exact", "log_perplexity"),
+               "genre_f1", "genre_exact", "genre_auc", "genre_top1",
+               "log_perplexity"),
     "year": ("semantic_consistency", "year_within_2", "log_perplexity"),
     "title": ("semantic_consistency", "log_perplexity"),
 }
 SHORT = {"semantic_consistency": "SC", "genre_precision": "genre P",
          "genre_recall": "genre R", "genre_f1": "genre F1",
          "genre_exact": "genres exact", "year_within_2": "year ±2",
+         "genre_auc": "genre AUC", "genre_top1": "genre top-1",
          "log_perplexity": "log-ppl"}
 
 
@@ -155,7 +157,8 @@ def fmt(vals, digits=3):
 def paired_gap(results, a, b, subset, task, metric):
     gaps = [r["rows"][a][subset][task][metric] - r["rows"][b][subset][task][metric]
             for _, r in sorted(results.items())
-            if a in r["rows"] and b in r["rows"]]
+            if metric in r["rows"].get(a, {}).get(subset, {}).get(task, {})
+            and metric in r["rows"].get(b, {}).get(subset, {}).get(task, {})]
     if not gaps:
         return None, None, 0
     mean, se = mean_and_se(gaps)
@@ -236,8 +239,15 @@ def write_markdown(results, total, load_start):
         "MovieLens genres the answer names (stem match after the first \" is \", "
         "`parse_genres`) against the item's, averaged over items; genres exact = "
         "share of answers naming exactly the item's genres; year ±2 = share of "
-        "year answers within two years. Cells: mean ± standard error over "
-        "seeds.",
+        "year answers within two years; genre AUC / top-1 (genres task; not "
+        "read from the answer): the 18 genres scored by the log-likelihood "
+        "of the answer \"<true title> is <genre>\" given the row's prompt "
+        "(end token left out; `genre_log_likelihoods`), AUC = chance that a "
+        "true genre outscores a false one (0.5 = chance), top-1 = share of "
+        "items whose best genre is true; the title is given to every LLM row "
+        "alike, so a row's gain over the floor LLM is what its prompt adds; "
+        "the prior floor ranks genres by their frequency among seen items. "
+        "Cells: mean ± standard error over seeds.",
         "",
     ]
     for subset, title in (("held_out", "Held-out items (text never trained on)"),
@@ -286,7 +296,8 @@ def gap_section(results, tasks):
     verdicts = []
     for subset in ("held_out", "seen"):
         for task in tasks:
-            for metric in ("semantic_consistency", "genre_f1", "year_within_2"):
+            for metric in ("semantic_consistency", "genre_f1", "genre_auc",
+                           "year_within_2"):
                 if metric not in TASK_METRICS[task]:
                     continue
                 cells = []
@@ -298,8 +309,9 @@ def gap_section(results, tasks):
                 lines.append(f"| {subset} | {task} | {SHORT[metric]} | "
                              + " | ".join(cells) + " |")
     lines.append("")
-    for task, metric in (("genres", "semantic_consistency"), ("genres", "genre_f1")):
-        if task not in tasks:
+    for task, metric in (("genres", "semantic_consistency"), ("genres", "genre_f1"),
+                         ("genres", "genre_auc")):
+        if task not in tasks or not values(results, "ilm", "held_out", task, metric):
             continue
         means = {v: np.mean(values(results, v, "held_out", task, metric))
                  for v in il.VARIANTS if values(results, v, "held_out", task, metric)}
@@ -321,16 +333,19 @@ def gap_section(results, tasks):
 
 
 def probe_section(results):
-    keys = ("genre_precision", "genre_recall", "genre_f1", "genres_exact", "year_within_2")
+    keys = ("genre_precision", "genre_recall", "genre_f1", "genres_exact",
+            "genre_auc", "genre_top1", "year_within_2")
     lines = ["## What the CF vectors hold: linear probe (ridge) CF -> genres, year",
              "",
              "Trained on the seen items' CF vectors, scored on every held-out "
              "item (genre predicted when its score is >= 0.5, else the top one; "
-             "year = rounded regression). A ceiling for a linear read-out of the "
+             "year = rounded regression; genre AUC / top-1 from the ridge "
+             "scores). A ceiling for a linear read-out of the "
              "CF vectors, for comparison with the rows above (same metrics).", "",
              "| probe | " + " | ".join(keys) + " |", "|---|" + "---|" * len(keys)]
     lines.append("| ridge on iALS vectors | " + " | ".join(
-        fmt([r["probe"][k] for r in results.values()]) for k in keys) + " |")
+        fmt([r["probe"][k] for r in results.values() if k in r["probe"]])
+        for k in keys) + " |")
     lines.append("")
     sample = results[min(results)]["probe"]["predictions"][:10]
     lines += [f"Probe on 10 held-out items (seed {min(results)}): " + "; ".join(

@@ -165,7 +165,8 @@ def probe_seed(data, run_dir, seed):
     out["probes"]["CF: the user folded in from the shown items"] = {
         name: ridge_r2(folded, y) for name, y in probe_targets.items()}
     out["rankings"] = {
-        "last shown item's vector": ranking(last),
+        "last shown item's vector": pl.last_item_metrics(
+            item_table, split, "valid", config.exclude_history)["HR@10"],
         "mean of shown items' vectors": ranking(mean),
         "iALS fold-in from the shown items": ranking(folded),
     }

@@ -382,7 +382,9 @@ def linear_probe(train_vectors, train_genres, train_years, test_vectors,
 
     Returns:
         dict: `genre_precision`, `genre_recall`, `genre_f1`, `genres_exact`,
-        `year_within_2`, `predictions` (genre lists of the test items).
+        `year_within_2`, `genre_auc` / `genre_top1` (the genre scores'
+        ranking, `genre_ranking_scores`), `predictions` (genre lists of the
+        test items).
 
     Example:
     ```python
@@ -410,7 +412,10 @@ def linear_probe(train_vectors, train_genres, train_years, test_vectors,
     per_item = [genre_scores(f"x is {', '.join(p)}.", g)
                 for p, g in zip(predictions, test_genres)]
     years = np.rint(scores[:, -1])
+    ranking = genre_ranking_scores(scores[:, :len(GENRES)], test_genres)
     return {
+        "genre_auc": float(np.mean(ranking["genre_auc"])),
+        "genre_top1": float(np.mean(ranking["genre_top1"])),
         "genre_precision": float(np.mean([s["precision"] for s in per_item])),
         "genre_recall": float(np.mean([s["recall"] for s in per_item])),
         "genre_f1": float(np.mean([s["f1"] for s in per_item])),
@@ -547,15 +552,12 @@ def generate_answers(model, prompts, max_new_tokens=24, batch_size=16):
     return out
 
 
-def answer_log_perplexity(model, pairs, batch_size=16):
-    """Mean negative log-likelihood per answer token (nats; the end token
-    included) of each `(prompt, answer)` pair under `model`.
-
-    Returns:
-        `(per_pair_means, per_pair_token_counts)`: float arrays.
-    """
+def _answer_token_nll(model, pairs, batch_size):
+    """Per batch of `(prompt, answer)` pairs: `(per_token_nll, weight,
+    real)`, `[B, R]` arrays over the preprocessor's response positions
+    (`weight` 1 on answer tokens, the end token included) and how many
+    leading rows are real (the last batch is padded with repeats)."""
     preprocessor = model.preprocessor
-    nll, counts = [], []
     pairs = list(pairs)
     for start in range(0, len(pairs), batch_size):
         batch = pairs[start:start + batch_size]
@@ -567,11 +569,92 @@ def answer_log_perplexity(model, pairs, batch_size=16):
         weight = np.asarray(weight, np.float64)
         labels = np.where(weight > 0, np.asarray(y), 0)
         per_token = np.asarray(keras.ops.convert_to_numpy(token_nll(logits, labels)))
+        yield per_token, weight, real
+
+
+def answer_log_perplexity(model, pairs, batch_size=16):
+    """Mean negative log-likelihood per answer token (nats; the end token
+    included) of each `(prompt, answer)` pair under `model`.
+
+    Returns:
+        `(per_pair_means, per_pair_token_counts)`: float arrays.
+    """
+    nll, counts = [], []
+    for per_token, weight, real in _answer_token_nll(model, pairs, batch_size):
         totals = (per_token * weight).sum(axis=1)
         count = weight.sum(axis=1)
         nll.extend((totals / count)[:real])
         counts.extend(count[:real])
     return np.asarray(nll), np.asarray(counts)
+
+
+def answer_log_likelihood(model, pairs, batch_size=16):
+    """Total log-likelihood (nats) of each `(prompt, answer)` pair's answer
+    tokens under `model`, the end token left out: the probability that the
+    answer *starts* with this text, so answers that go on ("... is Comedy
+    and Drama.") are not penalised for going on.
+
+    Returns:
+        float array `[len(pairs)]` (<= 0).
+    """
+    if not getattr(model.preprocessor, "add_end_token", False):
+        raise ValueError("answer_log_likelihood expects a preprocessor with "
+                         "`add_end_token=True` (it drops that token).")
+    out = []
+    for per_token, weight, real in _answer_token_nll(model, pairs, batch_size):
+        weight = weight.copy()
+        last = weight.shape[1] - 1 - np.argmax(weight[:, ::-1] > 0, axis=1)
+        weight[np.arange(len(weight)), last] = 0.0  # the end token
+        out.extend(-(per_token * weight).sum(axis=1)[:real])
+    return np.asarray(out)
+
+
+def genre_log_likelihoods(model, prompts, titles, batch_size=16):
+    """Scores of the 18 genres for each prompt: the log-likelihood of the
+    answer "<title> is <genre>" (the `genres` task's answer format, the
+    true title given as the answer's start, the genre its first word).
+
+    The title tokens are the same for every candidate, so the ranking is
+    that of the genre's own log-probability after "<title> is ". The title
+    is given to every row alike (the floor row included), so a row's gain
+    over the floor is what its prompt adds.
+
+    Returns:
+        float array `[len(prompts), len(GENRES)]`.
+    """
+    pairs = [(p, f"{t} is {g}") for p, t in zip(prompts, titles) for g in GENRES]
+    scores = answer_log_likelihood(model, pairs, batch_size)
+    return scores.reshape(len(prompts), len(GENRES))
+
+
+def genre_ranking_scores(scores, genre_lists):
+    """How well per-genre `scores` rank each item's true genres.
+
+    Returns:
+        dict of float arrays, one value per item: `genre_auc` (the chance
+        that a true genre outscores a false one; ties count half; 0.5 is
+        chance) and `genre_top1` (1.0 if the best-scored genre is true).
+
+    Example:
+    ```python
+    genre_ranking_scores(np.eye(18)[[7]], [["Drama"]])
+    # {"genre_auc": array([1.]), "genre_top1": array([1.])}
+    ```
+    """
+    scores = np.asarray(scores, np.float64)
+    truth = genre_matrix(genre_lists).astype(bool)
+    if scores.shape != truth.shape:
+        raise ValueError(f"scores must be [n, {len(GENRES)}]; got {scores.shape}.")
+    if not np.all(np.isfinite(scores)):
+        raise ValueError("Genre scores hold NaN or infinite values.")
+    auc, top1 = [], []
+    for row, true in zip(scores, truth):
+        if not true.any() or true.all():
+            raise ValueError("An item needs at least one true and one false genre.")
+        pos, neg = row[true][:, None], row[~true][None, :]
+        auc.append(np.mean((pos > neg) + 0.5 * (pos == neg)))
+        top1.append(float(true[np.argmax(row)]))
+    return {"genre_auc": np.asarray(auc), "genre_top1": np.asarray(top1)}
 
 
 def score_answers(task, answers, references, metas):
@@ -773,6 +856,7 @@ def run_item_language_seed(data, config, backbone, tokenizer, encoder,
     log(f"{len(train_pairs)} phase-2 pairs; sequence length {sequence_length}")
 
     prior = prior_answers(data, seen)
+    genre_prior = genre_matrix([data.item_meta[i]["genres"] for i in seen]).sum(axis=0)
     rows = {}
     examples = {}
     models = {}
@@ -804,6 +888,15 @@ def run_item_language_seed(data, config, backbone, tokenizer, encoder,
             if nll is not None:
                 metrics["log_perplexity"] = float(np.mean(nll))
             metrics.update(_mean_metrics(score_answers(task, answers, references, metas)))
+            if task == "genres":  # the genres' likelihood ranking
+                if model is None:  # the prior floor: seen-item frequency
+                    scores = np.tile(genre_prior, (len(cases), 1))
+                else:
+                    scores = genre_log_likelihoods(
+                        model, prompts, [readable_title(m["title"]) for m in metas],
+                        config.generate_batch_size)
+                metrics.update(_mean_metrics(genre_ranking_scores(
+                    scores, [m["genres"] for m in metas])))
             result.setdefault(subset, {})[task] = metrics
             examples.setdefault(row, {}).setdefault(subset, {})[task] = [
                 {"item": int(item), "prompt": p, "answer": ans, "reference": ref}

@@ -69,6 +69,18 @@ def _npz_dump(path, **arrays):
     files.write_npz(path, **arrays)
 
 
+def _add_last_item(references, item_table, split, config):
+    """Adds the last-item reference row (`pl.last_item_metrics`) to
+    `references` written before it existed; True if it added it."""
+    if all("last item" in references[s] for s in ("valid", "test")):
+        return False
+    for subset in ("valid", "test"):
+        references[subset]["last item"] = pl.last_item_metrics(
+            item_table, split, subset, config.exclude_history,
+            max_users=config.max_eval_users)
+    return True
+
+
 def shared_phases(data, config, shared_dir, need_qformer, log=print,
                   slot_llm=False):
     """CF, phase 1 (if `need_qformer`) and LLM pretraining, cached on disk.
@@ -110,6 +122,8 @@ def shared_phases(data, config, shared_dir, need_qformer, log=print,
         user_table, item_table = tables["user_table"], tables["item_table"]
         references = files.read_json(references_path)
         log(f"phase 0: loaded {cf_path}")
+        if _add_last_item(references, item_table, split, config):
+            _json_dump(references_path, references)
     else:
         start = time.time()
         ials, user_table, item_table = pl.train_cf(split, config)
@@ -214,6 +228,12 @@ def run_openp5_cell(data, variant, config, output_dir, shared_dir=None,
         results = files.read_json(results_path)
         backup.clear()
         log(f"{results_path} exists: done.")
+        cf_path = os.path.join(shared_dir or output_dir, "cf.npz")
+        if _done(cf_path) and _add_last_item(
+                results["references"],
+                files.read_npz(cf_path, ["item_table"])["item_table"],
+                pl.prepare_split(data, config), config):
+            _json_dump(results_path, results)
         return results
     start = time.time()
     # Beyond the paper, `llm_slot_encoder`: every variant with soft tokens

@@ -276,6 +276,27 @@ def cf_retrieval_metrics(ials, split, subset, exclude_history, ks=(5, 10),
     return {k: float(v) for k, v in result.items()}
 
 
+def last_item_metrics(item_table, split, subset, exclude_history, ks=(5, 10),
+                      max_users=None):
+    """HR/NDCG of ranking all items by `last . item`, `last` the CF vector
+    of the last item the prompt shows (item-to-item CF, no user vector),
+    with the same users and exclusion rule as `cf_retrieval_metrics`."""
+    rows = evaluation_rows(split, subset, max_users)
+    users = split.examples(subset)
+    last = np.asarray([users.histories[r][-1] for r in rows], np.int64)
+    item_table = np.asarray(item_table, np.float32)
+    known_items = split.known_items(subset)
+    result = evaluate_retrieval(
+        item_table[last],
+        item_table,
+        users.targets[rows],
+        histories=[known_items[r] for r in rows],
+        exclude_history=exclude_history,
+        ks=ks,
+    )
+    return {k: float(v) for k, v in result.items()}
+
+
 def popularity_metrics(split, subset, exclude_history, ks=(5, 10),
                        max_users=None):
     """HR/NDCG of ranking all items by their count in the training
@@ -324,13 +345,18 @@ def random_metrics(split, subset, exclude_history, ks=(5, 10), max_users=None):
 def reference_metrics(split, config, ials, subset="test"):
     """The non-LLM rows of a comparison, on the LLM variants' protocol:
     popularity, iALS (user folded in from the history the sequential
-    prompts show) and a random ranking; same users, same exclusion."""
+    prompts show), the last shown item's CF neighbours and a random
+    ranking; same users, same exclusion."""
     return {
         "popularity": popularity_metrics(
             split, subset, config.exclude_history, max_users=config.max_eval_users
         ),
         "iALS": cf_retrieval_metrics(
             ials, split, subset, config.exclude_history,
+            max_users=config.max_eval_users,
+        ),
+        "last item": last_item_metrics(
+            ials.item_table, split, subset, config.exclude_history,
             max_users=config.max_eval_users,
         ),
         "random": random_metrics(

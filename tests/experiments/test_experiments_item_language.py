@@ -145,3 +145,93 @@ def test_step_losses_recovers_each_steps_own_loss():
                 for i in (0, 2, 4)]
     np.testing.assert_allclose(recorder.losses, expected * 2, rtol=1e-4)
     assert len(set(np.round(expected, 4))) == 3  # the steps do differ
+
+
+def test_genre_ranking_scores():
+    drama, comedy, war = (il.GENRES.index(g) for g in ("Drama", "Comedy", "War"))
+    scores = np.zeros((3, len(il.GENRES)))
+    scores[0, drama] = 2.0                      # the true genre on top
+    scores[1, comedy], scores[1, war] = 1.0, 3.0  # one true genre below a false one
+    scores[2, war] = 0.5
+    out = il.genre_ranking_scores(scores, [["Drama"], ["Comedy", "Drama"], ["War"]])
+    # Row 0: Drama beats all 17 false genres. Row 1: Comedy beats 15 of 16
+    # false genres (not War), Drama (score 0) ties 15 and loses to War.
+    # Row 2: War beats every false genre.
+    np.testing.assert_allclose(out["genre_auc"], [1.0, (15 + 7.5) / 32, 1.0])
+    np.testing.assert_array_equal(out["genre_top1"], [1.0, 0.0, 1.0])
+    with pytest.raises(ValueError, match="NaN"):
+        il.genre_ranking_scores(np.full((1, len(il.GENRES)), np.nan), [["Drama"]])
+    with pytest.raises(ValueError, match=r"scores must be \[n, 18\]"):
+        il.genre_ranking_scores(np.zeros((1, 3)), [["Drama"]])
+
+
+def test_probe_genre_ranking_is_near_perfect_on_linear_genres():
+    rng = np.random.default_rng(1)
+    vectors = rng.normal(size=(300, 4))
+    genres = [["Comedy"] if v[0] > 0 else ["Drama"] for v in vectors]
+    years = np.full(300, 1990)
+    probe = il.linear_probe(vectors[:200], genres[:200], years[:200],
+                            vectors[200:], genres[200:], years[200:])
+    assert probe["genre_auc"] > 0.95 and probe["genre_top1"] > 0.9
+
+
+def tiny_item_model():
+    """A 2-layer GPT-2 over a byte-level tokenizer, with one item."""
+    import keras_hub
+
+    from ilm_keras.models.item_language_model import ItemLanguageModel
+    from ilm_keras.models.item_language_model_preprocessor import (
+        ItemLanguageModelPreprocessor,
+    )
+
+    vocab = {"<|endoftext|>": 0}
+    for c in [chr(c) for c in range(33, 127)] + ["Ġ"]:
+        vocab[c] = len(vocab)
+    vocab["qz"] = len(vocab)  # one merge (the tokenizer needs one), unused
+    tokenizer = keras_hub.models.GPT2Tokenizer(vocabulary=vocab, merges=["q z"])
+    backbone = keras_hub.models.GPT2Backbone(
+        vocabulary_size=len(vocab), num_layers=2, num_heads=2, hidden_dim=16,
+        intermediate_dim=32, max_sequence_length=64)
+    preprocessor = ItemLanguageModelPreprocessor(
+        tokenizer, item_ids=["1"], sequence_length=40, max_mentions=1,
+        loss_positions=True)
+    return ItemLanguageModel(
+        backbone, preprocessor, item_encoder="mlp", num_mlp_tokens=1,
+        item_embeddings=np.random.default_rng(0).normal(size=(1, 4)).astype("float32"))
+
+
+def test_answer_log_likelihood_is_the_answers_tokens_without_the_end():
+    import keras
+
+    model = tiny_item_model()
+    prompt = "what is item_1 ?"
+    pairs = [(prompt, "ab"), (prompt, "abc"), ("say x", "xy")]
+    # Three pairs in batches of two: the last batch is padded.
+    ll = il.answer_log_likelihood(model, pairs, batch_size=2)
+    nll, counts = il.answer_log_perplexity(model, pairs, batch_size=2)
+    np.testing.assert_array_equal(counts, [3, 4, 3])  # answer bytes + end
+    # By hand from one batch of all three: the log-probability of each
+    # answer token, the end token left out.
+    x, y, weight = model.preprocessor({"prompts": [p for p, _ in pairs],
+                                       "responses": [a for _, a in pairs]})
+    logp = np.asarray(keras.ops.convert_to_numpy(
+        keras.ops.log_softmax(model.predict_on_batch(x), axis=-1)), np.float64)
+    y, weight = np.asarray(y), np.asarray(weight)
+    picked = np.take_along_axis(logp, y[..., None], axis=-1)[..., 0]
+    for row, (_, answer) in enumerate(pairs):
+        positions = np.flatnonzero(weight[row] > 0)
+        np.testing.assert_allclose(ll[row], picked[row, positions[:-1]].sum(), rtol=1e-4)
+        # The mean NLL with the end token counts one more (negative) term.
+        np.testing.assert_allclose(-nll[row] * counts[row],
+                                   picked[row, positions].sum(), rtol=1e-4)
+    # "abc" is "ab" then "c": its likelihood is lower by log p(c | ..ab).
+    assert ll[1] < ll[0]
+    np.testing.assert_allclose(ll[1] - ll[0], picked[1, np.flatnonzero(weight[1])[2]],
+                               rtol=1e-4)
+
+    scores = il.genre_log_likelihoods(model, [prompt, "say x"], ["A", "B"],
+                                      batch_size=8)
+    assert scores.shape == (2, len(il.GENRES))
+    expected = il.answer_log_likelihood(
+        model, [("say x", f"B is {g}") for g in il.GENRES], batch_size=8)
+    np.testing.assert_allclose(scores[1], expected, rtol=1e-5)

@@ -46,7 +46,8 @@ def test_cells_share_phases_and_resume(tmp_path):
     assert any("loaded" in line and "llm_backbone.keras" in line for line in logs)
     assert [s["epoch"] for s in mlp["valid_per_epoch"]] == [0, 1]
     assert mlp["references"] == none["references"]
-    assert set(none["references"]["test"]) == {"popularity", "iALS", "random"}
+    assert set(none["references"]["test"]) == {"popularity", "iALS", "last item",
+                                               "random"}
     for metrics in none["references"]["test"].values():
         assert metrics["num_users"] == 4  # the LLM rows' users
 
@@ -57,6 +58,21 @@ def test_cells_share_phases_and_resume(tmp_path):
     with open(tmp_path / "mlp" / "results.json") as f:
         assert again == json.load(f)
     assert logs and "done" in logs[0]
+
+    # Cells and shared references written before the last-item row get it
+    # when read back, with the same numbers.
+    for path in (tmp_path / "mlp" / "results.json", tmp_path / "shared" / "references.json"):
+        with open(path) as f:
+            old = json.load(f)
+        refs = old.get("references", old)
+        for subset in ("valid", "test"):
+            del refs[subset]["last item"]
+        with open(path, "w") as f:
+            json.dump(old, f)
+    assert run_openp5_cell(data, "mlp", CONFIG, str(tmp_path / "mlp"),
+                           shared_dir=shared, log=logs.append) == again
+    assert shared_phases(data, CONFIG, shared, need_qformer=False,
+                         log=logs.append)["references"] == again["references"]
 
 
 class _Killed(Exception):
