@@ -73,6 +73,7 @@ TASK_METRICS = {
     "describe": ("semantic_consistency", "genre_f1", "log_perplexity"),
     "genres": ("semantic_consistency", "genre_precision", "genre_recall",
                "genre_f1", "genre_exact", "genre_auc", "genre_top1",
+               "genre_item_auc",
                "log_perplexity"),
     "year": ("semantic_consistency", "year_within_2", "log_perplexity"),
     "title": ("semantic_consistency", "log_perplexity"),
@@ -81,6 +82,7 @@ SHORT = {"semantic_consistency": "SC", "genre_precision": "genre P",
          "genre_recall": "genre R", "genre_f1": "genre F1",
          "genre_exact": "genres exact", "year_within_2": "year ±2",
          "genre_auc": "genre AUC", "genre_top1": "genre top-1",
+         "genre_item_auc": "item AUC",
          "log_perplexity": "log-ppl"}
 
 
@@ -246,7 +248,11 @@ def write_markdown(results, total, load_start):
         "true genre outscores a false one (0.5 = chance), top-1 = share of "
         "items whose best genre is true; the title is given to every LLM row "
         "alike, so a row's gain over the floor LLM is what its prompt adds; "
-        "the prior floor ranks genres by their frequency among seen items. "
+        "the prior floor ranks genres by their frequency among seen items; "
+        "item AUC: the same scores read the other way, per genre the chance "
+        "that an item with it outscores one without (genres with two or more "
+        "test items on each side, averaged; any genre prior scores exactly "
+        "0.5, so this is what a row knows about the items themselves). "
         "Cells: mean ± standard error over seeds.",
         "",
     ]
@@ -297,7 +303,7 @@ def gap_section(results, tasks):
     for subset in ("held_out", "seen"):
         for task in tasks:
             for metric in ("semantic_consistency", "genre_f1", "genre_auc",
-                           "year_within_2"):
+                           "genre_item_auc", "year_within_2"):
                 if metric not in TASK_METRICS[task]:
                     continue
                 cells = []
@@ -310,7 +316,7 @@ def gap_section(results, tasks):
                              + " | ".join(cells) + " |")
     lines.append("")
     for task, metric in (("genres", "semantic_consistency"), ("genres", "genre_f1"),
-                         ("genres", "genre_auc")):
+                         ("genres", "genre_auc"), ("genres", "genre_item_auc")):
         if task not in tasks or not values(results, "ilm", "held_out", task, metric):
             continue
         means = {v: np.mean(values(results, v, "held_out", task, metric))
@@ -334,7 +340,7 @@ def gap_section(results, tasks):
 
 def probe_section(results):
     keys = ("genre_precision", "genre_recall", "genre_f1", "genres_exact",
-            "genre_auc", "genre_top1", "year_within_2")
+            "genre_auc", "genre_top1", "genre_item_auc", "year_within_2")
     lines = ["## What the CF vectors hold: linear probe (ridge) CF -> genres, year",
              "",
              "Trained on the seen items' CF vectors, scored on every held-out "

@@ -65,6 +65,9 @@ flags.DEFINE_string("ml100k_texts", "../shared/data/ml-100k", "ML100K item texts
 flags.DEFINE_string("work_dir", "/tmp/openp5_table", "Per-cell outputs.")
 flags.DEFINE_string("output", "benchmarks/results/openp5.md",
                     "Results file; the bar chart goes beside it (.png).")
+flags.DEFINE_string("notes_file", None,
+                    "Markdown appended to the results file (written notes on "
+                    "the run, kept apart so a rewrite keeps them).")
 
 SETTINGS = ("sequential/seen", "sequential/unseen",
             "straightforward/seen", "straightforward/unseen")
@@ -200,6 +203,9 @@ def write_markdown(results, errors, sizes, total, load_start, load_end):
     except ImportError:
         lines += ["No bar chart: matplotlib is not installed "
                   "(`pip install -e '.[bench]'`).", ""]
+    if FLAGS.notes_file:
+        with open(FLAGS.notes_file) as f:
+            lines += [f.read().rstrip(), ""]
     files.write_text(FLAGS.output, "\n".join(lines))  # atomic
     print("\n".join(lines))
 

@@ -383,8 +383,8 @@ def linear_probe(train_vectors, train_genres, train_years, test_vectors,
     Returns:
         dict: `genre_precision`, `genre_recall`, `genre_f1`, `genres_exact`,
         `year_within_2`, `genre_auc` / `genre_top1` (the genre scores'
-        ranking, `genre_ranking_scores`), `predictions` (genre lists of the
-        test items).
+        ranking, `genre_ranking_scores`), `genre_item_auc`
+        (`genre_item_auc`), `predictions` (genre lists of the test items).
 
     Example:
     ```python
@@ -416,6 +416,7 @@ def linear_probe(train_vectors, train_genres, train_years, test_vectors,
     return {
         "genre_auc": float(np.mean(ranking["genre_auc"])),
         "genre_top1": float(np.mean(ranking["genre_top1"])),
+        "genre_item_auc": genre_item_auc(scores[:, :len(GENRES)], test_genres)[0],
         "genre_precision": float(np.mean([s["precision"] for s in per_item])),
         "genre_recall": float(np.mean([s["recall"] for s in per_item])),
         "genre_f1": float(np.mean([s["f1"] for s in per_item])),
@@ -657,6 +658,37 @@ def genre_ranking_scores(scores, genre_lists):
     return {"genre_auc": np.asarray(auc), "genre_top1": np.asarray(top1)}
 
 
+def genre_item_auc(scores, genre_lists, min_items=2):
+    """Per genre, how well `scores[:, genre]` ranks the items that have the
+    genre above those that do not (AUC; ties count half), averaged over the
+    genres with at least `min_items` items on each side.
+
+    Unlike `genre_ranking_scores` this compares items, not genres, so a
+    genre prior (the same score for every item) gets exactly 0.5: it
+    measures only what the scores know about each item.
+
+    Returns:
+        `(mean_auc, num_genres)`; `(nan, 0)` when no genre qualifies.
+
+    Example:
+    ```python
+    genre_item_auc(scores, [m["genres"] for m in metas])
+    ```
+    """
+    scores = np.asarray(scores, np.float64)
+    truth = genre_matrix(genre_lists).astype(bool)
+    if scores.shape != truth.shape:
+        raise ValueError(f"scores must be [n, {len(GENRES)}]; got {scores.shape}.")
+    aucs = []
+    for g in range(len(GENRES)):
+        pos, neg = scores[truth[:, g], g], scores[~truth[:, g], g]
+        if len(pos) < min_items or len(neg) < min_items:
+            continue
+        pos, neg = pos[:, None], neg[None, :]
+        aucs.append(np.mean((pos > neg) + 0.5 * (pos == neg)))
+    return (float(np.mean(aucs)), len(aucs)) if aucs else (float("nan"), 0)
+
+
 def score_answers(task, answers, references, metas):
     """Per-item exact metrics of one task's answers.
 
@@ -895,8 +927,9 @@ def run_item_language_seed(data, config, backbone, tokenizer, encoder,
                     scores = genre_log_likelihoods(
                         model, prompts, [readable_title(m["title"]) for m in metas],
                         config.generate_batch_size)
-                metrics.update(_mean_metrics(genre_ranking_scores(
-                    scores, [m["genres"] for m in metas])))
+                true_genres = [m["genres"] for m in metas]
+                metrics.update(_mean_metrics(genre_ranking_scores(scores, true_genres)))
+                metrics["genre_item_auc"] = genre_item_auc(scores, true_genres)[0]
             result.setdefault(subset, {})[task] = metrics
             examples.setdefault(row, {}).setdefault(subset, {})[task] = [
                 {"item": int(item), "prompt": p, "answer": ans, "reference": ref}

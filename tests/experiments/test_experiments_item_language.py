@@ -235,3 +235,15 @@ def test_answer_log_likelihood_is_the_answers_tokens_without_the_end():
     expected = il.answer_log_likelihood(
         model, [("say x", f"B is {g}") for g in il.GENRES], batch_size=8)
     np.testing.assert_allclose(scores[1], expected, rtol=1e-5)
+
+
+def test_genre_item_auc_ignores_genre_priors():
+    genres = [["Drama"], ["Drama", "Comedy"], ["Comedy"], ["War"], ["Drama"], ["Comedy"]]
+    truth = il.genre_matrix(genres)
+    # A per-genre constant (a prior) knows nothing about the items.
+    prior = np.tile(np.arange(len(il.GENRES), dtype=float), (len(genres), 1))
+    assert il.genre_item_auc(prior, genres) == (0.5, 2)  # Drama, Comedy
+    # The truth itself ranks perfectly; War has one item and is skipped.
+    assert il.genre_item_auc(truth + prior, genres) == (1.0, 2)
+    assert il.genre_item_auc(-truth, genres)[0] == 0.0
+    assert np.isnan(il.genre_item_auc(truth, genres, min_items=4)[0])
