@@ -5,8 +5,8 @@ from tiny_chat_preset import tiny_chat_model
 
 
 @pytest.fixture(scope="session")
-def tiny_preset():
-    return build_tiny_preset()
+def tiny_preset(tmp_path_factory):
+    return build_tiny_preset(tmp_path_factory.mktemp("ilm_chat_preset"))
 
 
 @pytest.fixture(scope="session")

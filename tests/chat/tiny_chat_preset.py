@@ -69,13 +69,20 @@ def tiny_model():
     return model
 
 
-def build_tiny_preset():
-    """The path of a saved tiny preset (built once per process and backend)."""
+def build_tiny_preset(folder=None):
+    """The path of a saved tiny preset (built once per process and backend).
+
+    Args:
+        folder: where to save it; pytest's `tmp_path_factory` passes one it
+            cleans up itself (a killed run leaves nothing behind it does not
+            remove later). Without one, a temporary folder removed at exit.
+    """
     backend = keras.backend.backend()
     if backend not in _built:
-        folder = tempfile.mkdtemp(prefix="ilm_chat_preset_")
-        atexit.register(shutil.rmtree, folder, ignore_errors=True)
-        path = os.path.join(folder, "preset")
+        if folder is None:
+            folder = tempfile.mkdtemp(prefix="ilm_chat_preset_")
+            atexit.register(shutil.rmtree, folder, ignore_errors=True)
+        path = os.path.join(str(folder), "preset")
         files.save_preset(tiny_model(), path)
         _built[backend] = path
     return _built[backend]
