@@ -35,6 +35,7 @@ import keras  # noqa: E402
 from ilm_keras.experiments import pipeline as pl  # noqa: E402
 from ilm_keras.experiments.configs import config_from_flags  # noqa: E402
 from ilm_keras.experiments.configs import define_config_flags  # noqa: E402
+from ilm_keras.experiments.configs import define_openp5_data_flags  # noqa: E402
 from ilm_keras.experiments.openp5 import load_dataset  # noqa: E402
 from ilm_keras.experiments.backbone_pretraining import make_llama_backbone  # noqa: E402
 from ilm_keras.experiments.backbone_pretraining import pretrain_backbone  # noqa: E402
@@ -46,8 +47,7 @@ from report import command_line  # noqa: E402
 from report import library_versions  # noqa: E402
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("dataset", "ML100K", "OpenP5 dataset folder name.")
-flags.DEFINE_string("data_dir", "../shared/data/openp5", "OpenP5 folder.")
+define_openp5_data_flags()
 flags.DEFINE_list("indexings", ["atomic", "random"], "Item indexings to compare.")
 flags.DEFINE_integer("steps", 6000, "Pretraining steps per indexing.")
 flags.DEFINE_integer("eval_every", 500, "Steps between validation scores.")

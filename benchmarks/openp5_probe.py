@@ -47,6 +47,7 @@ from keras import ops  # noqa: E402
 from ilm_keras import ItemLanguageModel  # noqa: E402
 from ilm_keras import data as ild  # noqa: E402
 from ilm_keras.experiments import pipeline as pl  # noqa: E402
+from ilm_keras.experiments.configs import define_openp5_data_flags  # noqa: E402
 from ilm_keras.experiments.openp5 import load_dataset  # noqa: E402
 from ilm_keras.layers.user_fold_in import fold_in_users  # noqa: E402
 from ilm_keras.metrics.retrieval import evaluate_retrieval  # noqa: E402
@@ -57,8 +58,7 @@ from report import library_versions  # noqa: E402
 from seed_stats import mean_and_se  # noqa: E402
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("dataset", "ML100K", "OpenP5 dataset folder name.")
-flags.DEFINE_string("data_dir", "../shared/data/openp5", "OpenP5 folder.")
+define_openp5_data_flags()
 flags.DEFINE_list("runs", ["faithful=/tmp/openp5_table"],
                   "NAME=WORK_DIR of openp5_table.py runs.")
 flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds whose cells are probed.")

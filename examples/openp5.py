@@ -48,12 +48,12 @@ from absl import flags
 
 from ilm_keras.experiments.configs import config_from_flags
 from ilm_keras.experiments.configs import define_config_flags
+from ilm_keras.experiments.configs import define_openp5_data_flags
 from ilm_keras.experiments.openp5 import run_openp5
 
 FLAGS = flags.FLAGS
 define_config_flags("openp5_cpu")
-flags.DEFINE_string("dataset", "ML100K", "OpenP5 dataset folder name.")
-flags.DEFINE_string("data_dir", "../shared/data/openp5", "OpenP5 data folder.")
+define_openp5_data_flags()
 flags.DEFINE_string("item_texts_from", None,
                     "MovieLens folder with the item texts (default for ML100K: "
                     "<data_dir>/../ml-100k).")

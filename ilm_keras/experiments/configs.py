@@ -243,6 +243,21 @@ def define_config_flags(default, flag_values=None):
         flag_values=flag_values)
 
 
+def define_openp5_data_flags(flag_values=None):
+    """The data flags of the scripts that read one OpenP5 dataset:
+    `--dataset` (folder name, default ML100K) and `--data_dir` (the OpenP5
+    folder, default `../shared/data/openp5`). Call once, at import time.
+
+    Args:
+        flag_values: an absl `FlagValues` (default: `absl.flags.FLAGS`).
+    """
+    flag_values = flags.FLAGS if flag_values is None else flag_values
+    flags.DEFINE_string("dataset", "ML100K", "OpenP5 dataset folder name.",
+                        flag_values=flag_values)
+    flags.DEFINE_string("data_dir", "../shared/data/openp5", "OpenP5 folder.",
+                        flag_values=flag_values)
+
+
 def config_from_flags(flag_values=None, **changes):
     """The `PipelineConfig` that `--config` and `--set` name, with
     `changes` applied first (a script's own settings; `--set` wins)."""
