@@ -36,6 +36,7 @@ from ilm_keras.experiments import pipeline as pl  # noqa: E402
 from ilm_keras.experiments.configs import config_from_flags  # noqa: E402
 from ilm_keras.experiments.configs import define_config_flags  # noqa: E402
 from ilm_keras.experiments.configs import define_openp5_data_flags  # noqa: E402
+from ilm_keras.experiments.openp5 import dataset_config  # noqa: E402
 from ilm_keras.experiments.openp5 import load_dataset  # noqa: E402
 from ilm_keras.experiments.backbone_pretraining import make_llama_backbone  # noqa: E402
 from ilm_keras.experiments.backbone_pretraining import pretrain_backbone  # noqa: E402
@@ -51,6 +52,9 @@ define_openp5_data_flags()
 flags.DEFINE_list("indexings", ["atomic", "random"], "Item indexings to compare.")
 flags.DEFINE_integer("steps", 6000, "Pretraining steps per indexing.")
 flags.DEFINE_integer("eval_every", 500, "Steps between validation scores.")
+flags.DEFINE_integer("sample_users", 2000,
+                     "Datasets with more users than this are scored on a fixed "
+                     "random sample of this many (as in openp5_table.py).")
 define_config_flags("openp5_cpu")
 flags.DEFINE_string("output", "benchmarks/results/learning_curves.md", "Results file.")
 
@@ -71,7 +75,8 @@ class _Curve(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         self.train_seconds += time.time() - self._start
         metrics = pl.recommendation_metrics(
-            self.scored, self.split, "valid", "sequential", 0, self.config
+            self.scored, self.split, "valid", "sequential", 0, self.config,
+            max_users=self.config.max_eval_users,
         )
         point = {
             "step": (epoch + 1) * self.eval_every,
@@ -110,16 +115,21 @@ def curve(split, indexing, config, points, log=print):
 
 def main(argv):
     del argv
-    config = config_from_flags()
     data = load_dataset(FLAGS.data_dir, FLAGS.dataset)
+    # The dataset's protocol, as in openp5_table.py: exclusion on MovieLens
+    # only, a fixed user sample on large datasets.
+    config = dataset_config(config_from_flags(), data, sample_users=FLAGS.sample_users)
     split = pl.prepare_split(data, config)
     start = time.time()
     references = {}
     ials, _, _ = pl.train_cf(split, config)
+    users = dict(max_users=config.max_eval_users)
     references["iALS (user folded in from the prompt's history)"] = (
-        pl.cf_retrieval_metrics(ials, split, "valid", config.exclude_history))
+        pl.cf_retrieval_metrics(ials, split, "valid", config.exclude_history, **users))
     references["popularity"] = pl.popularity_metrics(
-        split, "valid", config.exclude_history)
+        split, "valid", config.exclude_history, **users)
+    references["last shown item's iALS neighbours"] = pl.last_item_metrics(
+        ials.item_table, split, "valid", config.exclude_history, **users)
     curves = {}
 
     def write_so_far(point):  # a killed run keeps every point it measured
@@ -143,9 +153,14 @@ def write(curves, references, config, data, seconds, done=False):
         f"wall time {seconds:.0f} s"
         + ("." if done else " so far: the run had not finished when this was "
            "written (each point is written when measured)."),
-        f"- All {len(data.sequences)} users' validation targets (`items[-2]`), "
-        "sequential task, seen template 0; every item the user saw before the "
-        "target is excluded from every ranking. `recommend()` is exact for "
+        (f"- All {len(data.sequences)} users'" if config.max_eval_users is None
+         else f"- A fixed sample of {config.max_eval_users} of the "
+              f"{len(data.sequences)} users'")
+        + " validation targets (`items[-2]`), sequential task, seen template 0; "
+        + ("every item the user saw before the target is excluded from every "
+           "ranking" if config.exclude_history else "nothing is excluded from "
+           "the rankings (OpenP5's Amazon protocol)")
+        + ". `recommend()` is exact for "
         f"atomic ids and a {config.num_beams}-beam trie search for random ids.",
         f"- Decoder: {config.llm_layers} layers x {config.llm_hidden}, batch "
         f"{config.llm_batch_size}, AdamW peak {config.llm_learning_rate}, "
@@ -188,7 +203,7 @@ def _chart(curves, references, path):
         for indexing, points in curves.items():
             axis.plot([p[x_key] for p in points], [p["HR@10"] for p in points],
                       marker="o", label=f"{indexing} ids (OpenP5-R)")
-        for (name, m), style in zip(references.items(), (":", "--")):
+        for (name, m), style in zip(references.items(), (":", "--", "-.")):
             axis.axhline(m["HR@10"], linestyle=style, color="gray", label=name)
         axis.set_xlabel(label)
         axis.set_ylabel("validation HR@10")
