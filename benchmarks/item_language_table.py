@@ -222,6 +222,16 @@ def write_markdown(results, total, load_start):
         f"{config['num_query_tokens']} soft tokens per item; the MLP (CoLLM: "
         f"d -> 10d -> ReLU -> k tokens) gives {config['num_mlp_tokens']} soft tokens; "
         f"iALS {config['cf_dim']} factors. Sequence length {first['sequence_length']}.",
+        *([f"- **Beyond the paper**: before phase 2, each variant's encoder + "
+           f"adaptor fit for {config['align_epochs']} epochs (Adam "
+           f"{config['align_learning_rate']}, batch 64, MSE, no LLM pass) the "
+           "LLM's input embeddings of the first soft-token-count tokens of each "
+           "seen item's genre list (`SoftTokenAligner`); held-out items are not "
+           "used. Alignment MSE per variant, first -> last epoch (seed "
+           f"{min(results)}): " + ", ".join(
+               f"{il.ROW_NAMES[v]} {l[0]:.3g} -> {l[-1]:.3g}"
+               for v, l in first.get("align_loss", {}).items()) + "."]
+          if config.get("align_epochs") else []),
         f"- Test: {first['num_items']['eval_seen']} seen and "
         f"{first['num_items']['eval_held_out']} held-out items per seed (a random "
         f"sample), tasks {', '.join(tasks)}; greedy answers of at most "

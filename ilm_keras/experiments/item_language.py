@@ -36,6 +36,8 @@ from ilm_keras.metrics.perplexity import token_nll
 from ilm_keras.models.item_language_model import ItemLanguageModel
 from ilm_keras.models.item_language_model_backbone import ItemLanguageModelBackbone
 from ilm_keras.models.prompt_response_batches import PromptResponseBatches
+from ilm_keras.models.soft_token_aligner import SoftTokenAligner
+from ilm_keras.models.soft_token_aligner import soft_token_targets
 from ilm_keras.models.item_language_model_preprocessor import (
     ItemLanguageModelPreprocessor,
 )
@@ -106,6 +108,11 @@ class ItemLanguageConfig:
         num_mlp_tokens: soft tokens of the MLP (CoLLM) variant.
         phase2_steps, phase2_batch_size, phase2_learning_rate,
         phase2_warmup_steps: phase 2 (one pass of `phase2_steps` batches).
+        align_epochs: beyond the paper: epochs of `SoftTokenAligner`
+            before phase 2, in which each variant's encoder + adaptor fit the
+            LLM's input embeddings of the seen items' genre lists (0: off,
+            the paper's recipe). No LLM pass; held-out items are not used.
+        align_learning_rate: its Adam learning rate.
         max_new_tokens: the longest generated answer.
         generate_batch_size: prompts per `generate` call.
         one_shot: give the reference rows (frozen LLM, no training) one
@@ -138,6 +145,8 @@ class ItemLanguageConfig:
     phase2_batch_size: int = 8
     phase2_learning_rate: float = 1e-3
     phase2_warmup_steps: int = 10
+    align_epochs: int = 0
+    align_learning_rate: float = 1e-3
     max_new_tokens: int = 24
     generate_batch_size: int = 16
     one_shot: bool = True
@@ -493,6 +502,23 @@ class StepLosses(keras.callbacks.Callback):
         self._seen += 1
         self.losses.append(self._seen * mean - (self._seen - 1) * self._mean)
         self._mean = mean
+
+
+def align_soft_tokens(model, tokenizer, data, items, config):
+    """Beyond the paper: fits `model`'s item encoder + adaptor so that each
+    of `items`' soft tokens land on the LLM's input embeddings of its genre
+    list (" Comedy, Drama"; `SoftTokenAligner`), for `config.align_epochs`
+    epochs of batch 64. Returns `(per_epoch_losses, seconds)`."""
+    texts = [" " + ", ".join(data.item_meta[int(i)]["genres"]) for i in items]
+    aligner = SoftTokenAligner(model.backbone.item_soft_tokens)
+    targets = soft_token_targets(model.backbone, tokenizer, texts,
+                                 aligner.num_soft_tokens)
+    aligner.compile(optimizer=keras.optimizers.Adam(config.align_learning_rate),
+                    loss="mse")
+    start = time.time()
+    history = aligner.fit(np.asarray(items, np.int32), targets, batch_size=64,
+                          epochs=int(config.align_epochs), shuffle=True, verbose=0)
+    return [float(x) for x in history.history["loss"]], time.time() - start
 
 
 def train_variant(model, pairs, config, seed=0):
@@ -893,6 +919,7 @@ def run_item_language_seed(data, config, backbone, tokenizer, encoder,
     examples = {}
     models = {}
     phase2_loss = {}  # variant -> every step's training loss
+    align_loss = {}  # variant -> per-epoch alignment loss (`align_epochs`)
 
     def evaluate(row, model, prompt_of):
         result = {}
@@ -943,6 +970,11 @@ def run_item_language_seed(data, config, backbone, tokenizer, encoder,
         model = build_variant(variant, backbone, tokenizer, data, item_table,
                               config, sequence_length,
                               qformer=qformer if variant == "ilm" else None)
+        if config.align_epochs:
+            align_loss[variant], seconds[f"align_{variant}"] = align_soft_tokens(
+                model, tokenizer, data, seen, config)
+            log(f"  {variant} alignment: mse {align_loss[variant][0]:.3g} -> "
+                f"{align_loss[variant][-1]:.3g}")
         history, fit_seconds = train_variant(model, train_pairs, config, seed)
         seconds[f"phase2_{variant}"] = fit_seconds
         phase2_loss[variant] = history.history["step_loss"]
@@ -998,6 +1030,7 @@ def run_item_language_seed(data, config, backbone, tokenizer, encoder,
         "rows": rows,
         "phase1_loss": phase1_loss,  # per epoch, each loss of phase 1
         "phase2_loss": phase2_loss,
+        "align_loss": align_loss,
         "examples": examples,
         "probe": probe,
         "prior_answers": prior,

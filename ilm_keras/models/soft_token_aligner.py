@@ -1,0 +1,90 @@
+"""Soft tokens aligned with the LLM's own embeddings of item text (beyond
+the paper).
+
+The paper's phase 1 aligns the Q-Former's outputs with text through the
+Q-Former's own text tower; phase 2 then has to teach the adaptor, through
+the whole frozen LLM, where in the LLM's input space an item's soft tokens
+should land. `SoftTokenAligner` gives phase 2 a start: it trains the item
+encoder and adaptor of an `ItemLanguageModelBackbone`, without running the
+LLM, so that an item's `N` soft tokens match the LLM's input embeddings of
+the first `N` tokens of a short text about the item (its genres, say). A
+step costs an encoder forward pass, not an LLM one.
+"""
+
+import keras
+import numpy as np
+from keras import ops
+
+
+@keras.saving.register_keras_serializable(package="ilm_keras")
+class SoftTokenAligner(keras.Model):
+    """Trains an item encoder + adaptor towards target input embeddings.
+
+    Wraps an `ItemSoftTokens` layer (`backbone.item_soft_tokens`, shared,
+    not copied: fitting the aligner trains the backbone's encoder in place).
+    Inputs are item rows of the layer's CF table (int `[B]`); outputs are
+    their soft tokens `[B, N, output_dim]`. Targets come from
+    `soft_token_targets`; fit with a regression loss (e.g. `"mse"`).
+
+    Args:
+        soft_tokens: an `ItemSoftTokens` layer (`encoder` "qformer" or
+            "mlp").
+
+    Example:
+    ```python
+    aligner = SoftTokenAligner(backbone.item_soft_tokens)
+    targets = soft_token_targets(backbone, tokenizer, genre_texts,
+                                 aligner.num_soft_tokens)
+    aligner.compile(optimizer="adam", loss="mse")
+    aligner.fit(np.asarray(seen_items), targets, batch_size=64, epochs=10)
+    ```
+    """
+
+    def __init__(self, soft_tokens, **kwargs):
+        super().__init__(**kwargs)
+        self.soft_tokens = soft_tokens
+
+    @property
+    def num_soft_tokens(self):
+        return self.soft_tokens.num_soft_tokens
+
+    def call(self, item_rows, training=None):
+        rows = ops.cast(ops.reshape(item_rows, (-1, 1)), "int32")
+        cf = self.soft_tokens.mention_vectors(rows)[:, 0, :]
+        return self.soft_tokens.encode(cf, training=training)
+
+    def get_config(self):
+        config = super().get_config()
+        config["soft_tokens"] = keras.layers.serialize(self.soft_tokens)
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config["soft_tokens"] = keras.layers.deserialize(config["soft_tokens"])
+        return cls(**config)
+
+
+def soft_token_targets(backbone, tokenizer, texts, num_soft_tokens):
+    """The LLM input embeddings a `SoftTokenAligner` fits: per text, the
+    embeddings of its first `num_soft_tokens` tokens (a shorter text
+    repeats its last token).
+
+    Args:
+        backbone: the `ItemLanguageModelBackbone` (its LLM embeds tokens).
+        tokenizer: the LLM's tokenizer (`tokenizer(text)` -> token ids).
+        texts: one non-empty string per item.
+        num_soft_tokens: `N`.
+
+    Returns:
+        float32 array `[len(texts), N, hidden_dim]`.
+    """
+    ids = np.zeros((len(texts), num_soft_tokens), np.int32)
+    for row, text in enumerate(texts):
+        tokens = [int(t) for t in np.asarray(tokenizer(text)).reshape(-1)]
+        if not tokens:
+            raise ValueError(f"Text {row} ({text!r}) has no tokens.")
+        tokens = tokens[:num_soft_tokens]
+        ids[row] = tokens + [tokens[-1]] * (num_soft_tokens - len(tokens))
+    return np.asarray(ops.convert_to_numpy(backbone.decoder.embed_tokens(ids)),
+                      np.float32)

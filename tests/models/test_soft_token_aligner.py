@@ -1,0 +1,90 @@
+"""SoftTokenAligner: the item encoder learns to put an item's soft tokens on
+the LLM's embeddings of its text, trains the backbone's encoder in place,
+and survives a save/load round trip."""
+
+import keras
+import keras_hub
+import numpy as np
+import pytest
+
+from ilm_keras.models.item_language_model import ItemLanguageModel
+from ilm_keras.models.item_language_model_preprocessor import (
+    ItemLanguageModelPreprocessor,
+)
+from ilm_keras.models.qformer import QFormer
+from ilm_keras.models.soft_token_aligner import SoftTokenAligner
+from ilm_keras.models.soft_token_aligner import soft_token_targets
+
+ITEMS = ["1", "2", "3", "4"]
+TEXTS = [" Comedy", " Drama, War", " Horror", " Action, Comedy"]
+
+
+def tiny_model(encoder):
+    vocab = {"<|endoftext|>": 0}
+    for c in [chr(c) for c in range(33, 127)] + ["Ġ"]:
+        vocab[c] = len(vocab)
+    vocab["qz"] = len(vocab)  # the tokenizer needs one merge
+    tokenizer = keras_hub.models.GPT2Tokenizer(vocabulary=vocab, merges=["q z"])
+    llm = keras_hub.models.GPT2Backbone(
+        vocabulary_size=len(vocab), num_layers=1, num_heads=2, hidden_dim=16,
+        intermediate_dim=32, max_sequence_length=64)
+    preprocessor = ItemLanguageModelPreprocessor(
+        tokenizer, ITEMS, sequence_length=32, max_mentions=1)
+    kwargs = {"num_mlp_tokens": 3} if encoder == "mlp" else {"qformer": QFormer(
+        vocabulary_size=20, cf_dim=4, num_layers=1, hidden_dim=16, num_heads=2,
+        intermediate_dim=32, num_query_tokens=3, max_text_length=8,
+        num_cf_tokens=2, dropout=0.0)}
+    tables = np.random.default_rng(0).normal(size=(len(ITEMS), 4)).astype("float32")
+    model = ItemLanguageModel(llm, preprocessor, item_encoder=encoder,
+                              item_embeddings=tables, **kwargs)
+    return model, tokenizer
+
+
+@pytest.mark.parametrize("encoder", ["mlp", "ilm_rand"])
+def test_aligner_fits_the_text_embeddings_and_trains_the_backbone(encoder, seed):
+    keras.utils.set_random_seed(seed)
+    model, tokenizer = tiny_model(encoder)
+    backbone = model.backbone
+    aligner = SoftTokenAligner(backbone.item_soft_tokens)
+    assert aligner.num_soft_tokens == 3
+    targets = soft_token_targets(backbone, tokenizer, TEXTS, 3)
+    assert targets.shape == (4, 3, 16)
+    # " Comedy" is 7 byte tokens: the first three; " Horror" likewise.
+    embed = keras.ops.convert_to_numpy(backbone.decoder.embed_tokens(
+        np.asarray([tokenizer(" Co")])))[0]
+    np.testing.assert_allclose(targets[0], embed, rtol=1e-6)
+
+    rows = np.arange(4)
+    before = float(np.mean((keras.ops.convert_to_numpy(aligner(rows)) - targets) ** 2))
+    aligner.compile(optimizer=keras.optimizers.Adam(3e-2), loss="mse")
+    aligner.fit(np.tile(rows, 8), np.tile(targets, (8, 1, 1)), batch_size=32,
+                epochs=150, verbose=0)
+    soft = keras.ops.convert_to_numpy(aligner(rows))
+    after = float(np.mean((soft - targets) ** 2))
+    assert after < 0.1 * before, (before, after)
+    # Only the encoder trained: the LLM's embeddings are unchanged.
+    np.testing.assert_allclose(soft_token_targets(backbone, tokenizer, TEXTS, 3),
+                               targets)
+    # The backbone's soft tokens are the aligner's (shared, trained in place).
+    x = model.preprocessor.generate_preprocess(["about item_2 ?"], sequence_length=32)
+    embedded = keras.ops.convert_to_numpy(backbone.input_embeddings(x))[0]
+    mask = np.asarray(x["soft_token_mask"])[0].astype(bool)
+    np.testing.assert_allclose(embedded[mask], soft[1], rtol=1e-5, atol=1e-6)
+
+
+def test_aligner_round_trip(tmp_path):
+    model, _ = tiny_model("ilm_rand")
+    aligner = SoftTokenAligner(model.backbone.item_soft_tokens)
+    rows = np.arange(4)
+    expected = keras.ops.convert_to_numpy(aligner(rows))
+    path = str(tmp_path / "aligner.keras")
+    aligner.save(path)
+    restored = keras.saving.load_model(path)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(restored(rows)), expected,
+                               rtol=1e-6)
+
+
+def test_targets_reject_empty_texts():
+    model, tokenizer = tiny_model("mlp")
+    with pytest.raises(ValueError, match="Text 1 .* has no tokens"):
+        soft_token_targets(model.backbone, tokenizer, [" a", ""], 3)
