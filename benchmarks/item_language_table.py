@@ -156,6 +156,22 @@ def fmt(vals, digits=3):
     return f"{mean:.{digits}f}" if len(vals) < 2 else f"{mean:.{digits}f} ± {se:.{digits}f}"
 
 
+def commands_of(results):
+    """The command that ran the seeds; one line per seed when they differ."""
+    commands = {s: r.get("command", RUN_COMMAND) for s, r in sorted(results.items())}
+    if len(set(commands.values())) == 1:
+        return [next(iter(commands.values()))]
+    return [f"# seed {s}:\n{c}" for s, c in commands.items()]
+
+
+def fmt_of_seeds(vals, num_seeds, digits=3):
+    """`fmt`, naming the seed count when a cell has fewer seeds than the
+    table (a metric or row added after some seeds ran)."""
+    if not vals or len(vals) == num_seeds:
+        return fmt(vals, digits)
+    return f"{fmt(vals, digits)} ({len(vals)} seed{'s' if len(vals) > 1 else ''})"
+
+
 def paired_gap(results, a, b, subset, task, metric):
     gaps = [r["rows"][a][subset][task][metric] - r["rows"][b][subset][task][metric]
             for _, r in sorted(results.items())
@@ -178,9 +194,9 @@ def write_markdown(results, total, load_start):
         "# Item-language tasks over a frozen LLM (paper Table 1) at CPU scale",
         "",
         "Written by `benchmarks/item_language_table.py`; every number below was "
-        "measured by this command (seeds finished: "
+        "measured by the command below (per seed where they differ; seeds finished: "
         f"{', '.join(map(str, seeds))}; {len(seeds)} of them):",
-        "", "```", first.get("command", RUN_COMMAND), "```", "",
+        "", "```", *commands_of(results), "```", "",
         *([f"(This file was rewritten from the seeds' JSON files by `{command_line()}`.)", ""]
           if FLAGS.report_only else []),
         f"- Machine: {cpu_description()}, {platform.platform()} (load average "
@@ -278,9 +294,10 @@ def write_markdown(results, total, load_start):
         lines += ["| " + " | ".join(header) + " |",
                   "|" + "---|" * len(header)]
         for row in il.ROWS:
-            if row not in first["rows"]:
+            if not any(row in r["rows"] for r in results.values()):
                 continue
-            cells = [fmt(values(results, row, subset, t, m)) for t, m in keys]
+            cells = [fmt_of_seeds(values(results, row, subset, t, m), len(seeds))
+                     for t, m in keys]
             lines.append(f"| {il.ROW_NAMES[row]} | " + " | ".join(cells) + " |")
         lines.append("")
     lines += gap_section(results, tasks)
@@ -321,7 +338,9 @@ def gap_section(results, tasks):
                              ("ilm", "floor_llm"), ("ilm", "floor_prior")):
                     mean, se, n = paired_gap(results, a, b, subset, task, metric)
                     cells.append("-" if mean is None else
-                                 (f"{mean:+.3f}" if n < 2 else f"{mean:+.3f} ± {se:.3f}"))
+                                 (f"{mean:+.3f}" if n < 2 else f"{mean:+.3f} ± {se:.3f}")
+                                 + ("" if mean is None or n == len(results)
+                                    else f" ({n} seed{'s' if n > 1 else ''})"))
                 lines.append(f"| {subset} | {task} | {SHORT[metric]} | "
                              + " | ".join(cells) + " |")
     lines.append("")
@@ -470,7 +489,7 @@ def write_chart(results, path):
     for axis, (subset, metric) in zip(axes, panels):
         names, means, errors, colors = [], [], [], []
         for row in il.ROWS:
-            vals = values(results, row, subset, task, metric) if row in first["rows"] else []
+            vals = values(results, row, subset, task, metric)
             if not vals:
                 continue
             mean, se = mean_and_se(vals)
