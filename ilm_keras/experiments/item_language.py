@@ -654,6 +654,24 @@ def genre_log_likelihoods(model, prompts, titles, batch_size=16):
     return scores.reshape(len(prompts), len(GENRES))
 
 
+def _scores_and_truth(scores, genre_lists):
+    """`scores` as float64 `[n, 18]` (checked: shape, finite) and the
+    multi-hot truth of `genre_lists` as bool."""
+    scores = np.asarray(scores, np.float64)
+    truth = genre_matrix(genre_lists).astype(bool)
+    if scores.shape != truth.shape:
+        raise ValueError(f"scores must be [n, {len(GENRES)}]; got {scores.shape}.")
+    if not np.all(np.isfinite(scores)):
+        raise ValueError("Genre scores hold NaN or infinite values.")
+    return scores, truth
+
+
+def _auc(positive, negative):
+    """The chance that a positive outscores a negative (ties count half)."""
+    return float(np.mean((positive[:, None] > negative[None, :])
+                         + 0.5 * (positive[:, None] == negative[None, :])))
+
+
 def genre_ranking_scores(scores, genre_lists):
     """How well per-genre `scores` rank each item's true genres.
 
@@ -668,18 +686,12 @@ def genre_ranking_scores(scores, genre_lists):
     # {"genre_auc": array([1.]), "genre_top1": array([1.])}
     ```
     """
-    scores = np.asarray(scores, np.float64)
-    truth = genre_matrix(genre_lists).astype(bool)
-    if scores.shape != truth.shape:
-        raise ValueError(f"scores must be [n, {len(GENRES)}]; got {scores.shape}.")
-    if not np.all(np.isfinite(scores)):
-        raise ValueError("Genre scores hold NaN or infinite values.")
+    scores, truth = _scores_and_truth(scores, genre_lists)
     auc, top1 = [], []
     for row, true in zip(scores, truth):
         if not true.any() or true.all():
             raise ValueError("An item needs at least one true and one false genre.")
-        pos, neg = row[true][:, None], row[~true][None, :]
-        auc.append(np.mean((pos > neg) + 0.5 * (pos == neg)))
+        auc.append(_auc(row[true], row[~true]))
         top1.append(float(true[np.argmax(row)]))
     return {"genre_auc": np.asarray(auc), "genre_top1": np.asarray(top1)}
 
@@ -701,17 +713,13 @@ def genre_item_auc(scores, genre_lists, min_items=2):
     genre_item_auc(scores, [m["genres"] for m in metas])
     ```
     """
-    scores = np.asarray(scores, np.float64)
-    truth = genre_matrix(genre_lists).astype(bool)
-    if scores.shape != truth.shape:
-        raise ValueError(f"scores must be [n, {len(GENRES)}]; got {scores.shape}.")
+    scores, truth = _scores_and_truth(scores, genre_lists)
     aucs = []
     for g in range(len(GENRES)):
         pos, neg = scores[truth[:, g], g], scores[~truth[:, g], g]
         if len(pos) < min_items or len(neg) < min_items:
             continue
-        pos, neg = pos[:, None], neg[None, :]
-        aucs.append(np.mean((pos > neg) + 0.5 * (pos == neg)))
+        aucs.append(_auc(pos, neg))
     return (float(np.mean(aucs)), len(aucs)) if aucs else (float("nan"), 0)
 
 

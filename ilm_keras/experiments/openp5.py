@@ -229,10 +229,12 @@ def run_openp5_cell(data, variant, config, output_dir, shared_dir=None,
         backup.clear()
         log(f"{results_path} exists: done.")
         cf_path = os.path.join(shared_dir or output_dir, "cf.npz")
-        if _done(cf_path) and _add_last_item(
-                results["references"],
-                files.read_npz(cf_path, ["item_table"])["item_table"],
-                pl.prepare_split(data, config), config):
+        missing = any("last item" not in results["references"][s]
+                      for s in ("valid", "test"))
+        if missing and _done(cf_path):  # a cell written before that row
+            _add_last_item(results["references"],
+                           files.read_npz(cf_path, ["item_table"])["item_table"],
+                           pl.prepare_split(data, config), config)
             _json_dump(results_path, results)
         return results
     start = time.time()
