@@ -302,6 +302,7 @@ def write_markdown(results, total, load_start):
         lines.append("")
     lines += gap_section(results, tasks)
     lines += probe_section(results)
+    lines += soft_token_section(results)
     lines += loss_section(results)
     lines += preserved_section(results)
     lines += examples_section(results)
@@ -386,6 +387,64 @@ def probe_section(results):
     lines += [f"Probe on 10 held-out items (seed {min(results)}): " + "; ".join(
         f"{p['title']}: true {', '.join(p['genres'])} / probe {', '.join(p['probe'])}"
         for p in sample), ""]
+    return lines
+
+
+STAGES = {"init": "as built", "aligned": "after the alignment",
+          "trained": "after phase 2"}
+
+
+def soft_token_section(results):
+    """How item-specific the held-out items' soft tokens are, per stage, and
+    the alignment's MSE against the per-slot-mean floor (runs that
+    recorded them)."""
+    runs = [r for _, r in sorted(results.items()) if r.get("soft_token_spread")]
+    if not runs:
+        return []
+    lines = ["## How much of a soft token is the item's own (held-out items)", "",
+             "Per row, the held-out items' soft tokens `[items, N, dim]` (what "
+             "the LLM receives): RMS of all entries, item RMS = RMS of their "
+             "deviations from each slot's mean over items, item share = the "
+             "second over the first (`soft_token_spread`). The LLM normalises "
+             "what it reads, so a small item share means a near-constant "
+             "token: whatever the encoder knows of the item barely reaches the "
+             "LLM. First row: the LLM's own input embeddings of the items' "
+             "genre lists (the alignment's targets).", "",
+             "| row | stage | item share | item RMS | RMS |", "|---|---|---|---|---|"]
+
+    def cells(getter):
+        out = []
+        for key in ("item_share", "item_rms", "rms"):
+            vals = [v[key] for v in (getter(r) for r in runs) if v]
+            out.append(fmt_of_seeds(vals, len(runs), 4))
+        return out
+
+    lines.append("| LLM embeddings of the genre list | - | " + " | ".join(
+        cells(lambda r: r["soft_token_spread"].get("llm"))) + " |")
+    for variant in il.VARIANTS:
+        for stage, name in STAGES.items():
+            if not any(stage in r["soft_token_spread"].get(variant, {}) for r in runs):
+                continue
+            lines.append(f"| {il.ROW_NAMES[variant]} | {name} | " + " | ".join(
+                cells(lambda r: r["soft_token_spread"].get(variant, {}).get(stage)))
+                + " |")
+    lines.append("")
+    fits = [r["align_fit"] for r in runs if r.get("align_fit")]
+    if fits:
+        lines += ["Alignment MSE (to the LLM's genre-list embeddings) against "
+                  "predicting each slot's mean target (the seen items' mean; "
+                  "below it = item-specific):", "",
+                  "| row | seen, last epoch | seen, slot-mean floor | held-out | "
+                  "held-out, slot-mean floor |", "|---|---|---|---|---|"]
+        for variant in il.VARIANTS:
+            runs_v = [(r, f[variant]) for r, f in zip(runs, fits) if variant in f]
+            if not runs_v:
+                continue
+            lines.append(f"| {il.ROW_NAMES[variant]} | " + " | ".join([
+                fmt([r["align_loss"][variant][-1] for r, _ in runs_v], 5),
+                *(fmt([f[k] for _, f in runs_v], 5) for k in
+                  ("mean_mse", "held_out_mse", "held_out_mean_mse"))]) + " |")
+        lines.append("")
     return lines
 
 

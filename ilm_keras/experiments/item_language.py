@@ -37,6 +37,8 @@ from ilm_keras.models.item_language_model import ItemLanguageModel
 from ilm_keras.models.item_language_model_backbone import ItemLanguageModelBackbone
 from ilm_keras.models.prompt_response_batches import PromptResponseBatches
 from ilm_keras.models.soft_token_aligner import SoftTokenAligner
+from ilm_keras.models.soft_token_aligner import mean_target_mse
+from ilm_keras.models.soft_token_aligner import soft_token_spread
 from ilm_keras.models.soft_token_aligner import soft_token_targets
 from ilm_keras.models.item_language_model_preprocessor import (
     ItemLanguageModelPreprocessor,
@@ -504,21 +506,52 @@ class StepLosses(keras.callbacks.Callback):
         self._mean = mean
 
 
-def align_soft_tokens(model, tokenizer, data, items, config):
+def genre_list_text(data, item):
+    """" Comedy, Drama": the text whose LLM embeddings `align_soft_tokens`
+    fits an item's soft tokens to."""
+    return " " + ", ".join(data.item_meta[int(item)]["genres"])
+
+
+def align_soft_tokens(model, tokenizer, data, items, config, held_out=()):
     """Beyond the paper: fits `model`'s item encoder + adaptor so that each
     of `items`' soft tokens land on the LLM's input embeddings of its genre
     list (" Comedy, Drama"; `SoftTokenAligner`), for `config.align_epochs`
-    epochs of batch 64. Returns `(per_epoch_losses, seconds)`."""
-    texts = [" " + ", ".join(data.item_meta[int(i)]["genres"]) for i in items]
+    epochs of batch 64.
+
+    Returns `(fit, seconds)`: `fit["loss"]` the per-epoch training MSE,
+    `fit["mean_mse"]` the MSE of the per-slot mean target (the floor the
+    loss is read against), and for `held_out` items (never fitted; their
+    genre lists are used only to score) `fit["held_out_mse"]`, the trained
+    encoder's MSE on them, and `fit["held_out_mean_mse"]`, the seen items'
+    per-slot mean target's MSE on them."""
+    def targets_of(ids):
+        texts = [genre_list_text(data, i) for i in ids]
+        return soft_token_targets(model.backbone, tokenizer, texts,
+                                  aligner.num_soft_tokens)
+
     aligner = SoftTokenAligner(model.backbone.item_soft_tokens)
-    targets = soft_token_targets(model.backbone, tokenizer, texts,
-                                 aligner.num_soft_tokens)
+    targets = targets_of(items)
     aligner.compile(optimizer=keras.optimizers.Adam(config.align_learning_rate),
                     loss="mse")
     start = time.time()
     history = aligner.fit(np.asarray(items, np.int32), targets, batch_size=64,
                           epochs=int(config.align_epochs), shuffle=True, verbose=0)
-    return [float(x) for x in history.history["loss"]], time.time() - start
+    seconds = time.time() - start
+    fit = {"loss": [float(x) for x in history.history["loss"]],
+           "mean_mse": mean_target_mse(targets)}
+    if len(held_out):
+        held_targets = targets_of(held_out)
+        predicted = item_soft_tokens(model, held_out)
+        fit["held_out_mse"] = float(np.mean((predicted - held_targets) ** 2))
+        fit["held_out_mean_mse"] = mean_target_mse(held_targets, targets.mean(axis=0))
+    return fit, seconds
+
+
+def item_soft_tokens(model, items, batch_size=256):
+    """`model`'s soft tokens for `items`: `[len(items), N, hidden_dim]`."""
+    aligner = SoftTokenAligner(model.backbone.item_soft_tokens)
+    return np.asarray(keras.ops.convert_to_numpy(aligner.predict(
+        np.asarray(items, np.int32), batch_size=batch_size, verbose=0)))
 
 
 def train_variant(model, pairs, config, seed=0):
@@ -928,6 +961,10 @@ def run_item_language_seed(data, config, backbone, tokenizer, encoder,
     models = {}
     phase2_loss = {}  # variant -> every step's training loss
     align_loss = {}  # variant -> per-epoch alignment loss (`align_epochs`)
+    align_fit = {}  # variant -> the alignment's floors and held-out MSE
+    # variant -> stage -> `soft_token_spread` of the held-out items' soft
+    # tokens; "llm" -> that of the LLM's embeddings of their genre lists.
+    spread = {}
 
     def evaluate(row, model, prompt_of):
         result = {}
@@ -978,12 +1015,26 @@ def run_item_language_seed(data, config, backbone, tokenizer, encoder,
         model = build_variant(variant, backbone, tokenizer, data, item_table,
                               config, sequence_length,
                               qformer=qformer if variant == "ilm" else None)
+        if "llm" not in spread:
+            spread["llm"] = soft_token_spread(soft_token_targets(
+                model.backbone, tokenizer,
+                [genre_list_text(data, i) for i in held_out],
+                config.num_query_tokens))
+        spread[variant] = {"init": soft_token_spread(item_soft_tokens(model, held_out))}
         if config.align_epochs:
-            align_loss[variant], seconds[f"align_{variant}"] = align_soft_tokens(
-                model, tokenizer, data, seen, config)
+            fit, seconds[f"align_{variant}"] = align_soft_tokens(
+                model, tokenizer, data, seen, config, held_out=held_out)
+            align_loss[variant] = fit.pop("loss")
+            align_fit[variant] = fit
             log(f"  {variant} alignment: mse {align_loss[variant][0]:.3g} -> "
-                f"{align_loss[variant][-1]:.3g}")
+                f"{align_loss[variant][-1]:.3g}; " + ", ".join(
+                    f"{k} {v:.3g}" for k, v in fit.items()))
+            spread[variant]["aligned"] = soft_token_spread(
+                item_soft_tokens(model, held_out))
         history, fit_seconds = train_variant(model, train_pairs, config, seed)
+        spread[variant]["trained"] = soft_token_spread(item_soft_tokens(model, held_out))
+        log(f"  {variant} held-out soft tokens' item share: " + ", ".join(
+            f"{stage} {v['item_share']:.3g}" for stage, v in spread[variant].items()))
         seconds[f"phase2_{variant}"] = fit_seconds
         phase2_loss[variant] = history.history["step_loss"]
         model.compile(sampler="greedy")
@@ -1039,6 +1090,8 @@ def run_item_language_seed(data, config, backbone, tokenizer, encoder,
         "phase1_loss": phase1_loss,  # per epoch, each loss of phase 1
         "phase2_loss": phase2_loss,
         "align_loss": align_loss,
+        "align_fit": align_fit,
+        "soft_token_spread": spread,
         "examples": examples,
         "probe": probe,
         "prior_answers": prior,

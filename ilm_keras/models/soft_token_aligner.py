@@ -88,3 +88,51 @@ def soft_token_targets(backbone, tokenizer, texts, num_soft_tokens):
         ids[row] = tokens + [tokens[-1]] * (num_soft_tokens - len(tokens))
     return np.asarray(ops.convert_to_numpy(backbone.decoder.embed_tokens(ids)),
                       np.float32)
+
+
+def mean_target_mse(targets, mean=None):
+    """The MSE of predicting every item's soft tokens by one per-slot mean.
+
+    The floor an alignment loss is read against: `SoftTokenAligner`'s MSE
+    below it means the soft tokens depend on the item, not only on the slot.
+
+    Args:
+        targets: `[items, N, hidden_dim]` (`soft_token_targets`).
+        mean: `[N, hidden_dim]` per-slot mean; default: `targets`' own
+            (pass the training items' mean to score held-out items).
+
+    Returns:
+        A float.
+    """
+    targets = np.asarray(targets, np.float32)
+    if targets.ndim != 3:
+        raise ValueError(f"targets must be [items, N, dim], got {targets.shape}.")
+    mean = targets.mean(axis=0) if mean is None else np.asarray(mean, np.float32)
+    return float(np.mean((targets - mean[None]) ** 2))
+
+
+def soft_token_spread(soft_tokens):
+    """How much of a set of soft tokens is the item's own.
+
+    An LLM reads a soft token after normalising it, so what it can tell
+    apart is the between-item part relative to the whole: a token that is
+    a large constant plus a small item-dependent wiggle carries little of
+    its item to the LLM however well the wiggle encodes it.
+
+    Args:
+        soft_tokens: `[items, N, hidden_dim]`, one row of soft tokens (or of
+            `soft_token_targets`) per item.
+
+    Returns:
+        `{"rms": ..., "item_rms": ..., "item_share": ...}`: the root mean
+        square of all entries, of the entries' deviations from their
+        slot's mean over items, and the second over the first.
+    """
+    soft_tokens = np.asarray(soft_tokens, np.float64)
+    if soft_tokens.ndim != 3 or len(soft_tokens) < 2:
+        raise ValueError("soft_tokens must be [items >= 2, N, dim], got "
+                         f"{soft_tokens.shape}.")
+    rms = float(np.sqrt(np.mean(soft_tokens ** 2)))
+    item_rms = float(np.sqrt(np.mean(soft_tokens.var(axis=0))))
+    return {"rms": rms, "item_rms": item_rms,
+            "item_share": item_rms / rms if rms > 0 else 0.0}

@@ -13,6 +13,7 @@ from ilm_keras.models.item_language_model_preprocessor import (
 )
 from ilm_keras.models.qformer import QFormer
 from ilm_keras.models.soft_token_aligner import SoftTokenAligner
+from ilm_keras.models.soft_token_aligner import mean_target_mse
 from ilm_keras.models.soft_token_aligner import soft_token_targets
 
 ITEMS = ["1", "2", "3", "4"]
@@ -72,6 +73,22 @@ def test_aligner_fits_the_text_embeddings_and_trains_the_backbone(encoder, seed)
     np.testing.assert_allclose(embedded[mask], soft[1], rtol=1e-5, atol=1e-6)
 
 
+def test_aligner_fits_each_items_own_target():
+    # Below the MSE of each slot's mean target: the soft tokens depend on the
+    # item, not only on the slot (the loss alone cannot tell: a start far
+    # from the targets falls by orders of magnitude on the mean alone).
+    keras.utils.set_random_seed(0)
+    model, tokenizer = tiny_model("mlp")
+    aligner = SoftTokenAligner(model.backbone.item_soft_tokens)
+    targets = soft_token_targets(model.backbone, tokenizer, TEXTS, 3)
+    rows = np.arange(4)
+    aligner.compile(optimizer=keras.optimizers.Adam(1e-2), loss="mse")
+    aligner.fit(np.tile(rows, 8), np.tile(targets, (8, 1, 1)), batch_size=32,
+                epochs=300, verbose=0)
+    after = float(np.mean((keras.ops.convert_to_numpy(aligner(rows)) - targets) ** 2))
+    assert after < 0.1 * mean_target_mse(targets), (after, mean_target_mse(targets))
+
+
 def test_aligner_round_trip(tmp_path):
     model, _ = tiny_model("ilm_rand")
     aligner = SoftTokenAligner(model.backbone.item_soft_tokens)
@@ -88,3 +105,50 @@ def test_targets_reject_empty_texts():
     model, tokenizer = tiny_model("mlp")
     with pytest.raises(ValueError, match="Text 1 .* has no tokens"):
         soft_token_targets(model.backbone, tokenizer, [" a", ""], 3)
+
+
+def test_mean_target_mse_by_hand():
+    targets = np.asarray([[[1.0, 2.0]], [[3.0, 6.0]]])  # 2 items, 1 slot
+    # Mean [2, 4]: squared errors 1, 4, 1, 4.
+    assert mean_target_mse(targets) == pytest.approx(2.5)
+    assert mean_target_mse(targets, mean=[[1.0, 2.0]]) == pytest.approx(5.0)
+    with pytest.raises(ValueError, match="items, N, dim"):
+        mean_target_mse(np.zeros((2, 3)))
+
+
+def test_align_soft_tokens_scores_held_out_items_it_never_fits():
+    from types import SimpleNamespace
+
+    from ilm_keras.experiments.item_language import align_soft_tokens
+
+    keras.utils.set_random_seed(0)
+    model, tokenizer = tiny_model("mlp")
+    data = SimpleNamespace(item_meta={
+        i: {"genres": text.strip().split(", ")} for i, text in enumerate(TEXTS)})
+    config = SimpleNamespace(align_epochs=60, align_learning_rate=3e-2)
+    fit, seconds = align_soft_tokens(model, tokenizer, data, [0, 1, 2], config,
+                                     held_out=[3])
+    assert seconds >= 0 and len(fit["loss"]) == 60
+    assert fit["loss"][-1] < 0.5 * fit["loss"][0]
+    targets = soft_token_targets(model.backbone, tokenizer, TEXTS, 3)
+    assert fit["mean_mse"] == pytest.approx(mean_target_mse(targets[:3]), rel=1e-5)
+    assert fit["held_out_mean_mse"] == pytest.approx(
+        mean_target_mse(targets[3:], targets[:3].mean(axis=0)), rel=1e-5)
+    soft = keras.ops.convert_to_numpy(
+        SoftTokenAligner(model.backbone.item_soft_tokens)(np.asarray([3])))
+    assert fit["held_out_mse"] == pytest.approx(
+        float(np.mean((soft - targets[3:]) ** 2)), rel=1e-4)
+
+
+def test_soft_token_spread_by_hand():
+    from ilm_keras.models.soft_token_aligner import soft_token_spread
+
+    # Two items, one slot, two dims: [3, 1] and [3, -1]; the slot's mean is
+    # [3, 0], so only the second dim varies (by +/-1).
+    spread = soft_token_spread([[[3.0, 1.0]], [[3.0, -1.0]]])
+    assert spread["rms"] == pytest.approx(np.sqrt(5.0))
+    assert spread["item_rms"] == pytest.approx(np.sqrt(0.5))
+    assert spread["item_share"] == pytest.approx(np.sqrt(0.1))
+    assert soft_token_spread(np.ones((3, 2, 4)))["item_share"] == 0.0
+    with pytest.raises(ValueError, match="items >= 2"):
+        soft_token_spread(np.ones((1, 2, 4)))
