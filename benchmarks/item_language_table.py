@@ -243,7 +243,16 @@ def write_markdown(results, total, load_start):
            f"{config['align_learning_rate']}, batch 64, MSE, no LLM pass) the "
            "LLM's input embeddings of the first soft-token-count tokens of each "
            "seen item's genre list (`SoftTokenAligner`); held-out items are not "
-           "used. Alignment MSE per variant, first -> last epoch (seed "
+           "used. "
+           + (f"The epoch is chosen on {config['align_validation']:.0%} of the "
+              "seen items kept back from the fit (stop after "
+              f"{config['align_patience']} epochs without a lower MSE on them, "
+              "best weights restored); best epoch per variant (seed "
+              f"{min(results)}): " + ", ".join(
+                  f"{il.ROW_NAMES[v]} {f.get('best_epoch')}"
+                  for v, f in first.get("align_fit", {}).items()) + ". "
+              if config.get("align_validation") else "")
+           + "Alignment MSE per variant, first -> last epoch (seed "
            f"{min(results)}): " + ", ".join(
                f"{il.ROW_NAMES[v]} {l[0]:.3g} -> {l[-1]:.3g}"
                for v, l in first.get("align_loss", {}).items()) + "."]

@@ -115,6 +115,12 @@ class ItemLanguageConfig:
             LLM's input embeddings of the seen items' genre lists (0: off,
             the paper's recipe). No LLM pass; held-out items are not used.
         align_learning_rate: its Adam learning rate.
+        align_validation: fraction of the seen items the alignment keeps
+            back to choose its epoch (0: fit every seen item for
+            `align_epochs`): it stops after `align_patience` epochs without
+            a lower MSE on them and restores the best epoch's weights
+            (`keras.callbacks.EarlyStopping`).
+        align_patience: see `align_validation`.
         max_new_tokens: the longest generated answer.
         generate_batch_size: prompts per `generate` call.
         one_shot: give the reference rows (frozen LLM, no training) one
@@ -149,6 +155,8 @@ class ItemLanguageConfig:
     phase2_warmup_steps: int = 10
     align_epochs: int = 0
     align_learning_rate: float = 1e-3
+    align_validation: float = 0.0
+    align_patience: int = 10
     max_new_tokens: int = 24
     generate_batch_size: int = 16
     one_shot: bool = True
@@ -515,30 +523,54 @@ def genre_list_text(data, item):
 def align_soft_tokens(model, tokenizer, data, items, config, held_out=()):
     """Beyond the paper: fits `model`'s item encoder + adaptor so that each
     of `items`' soft tokens land on the LLM's input embeddings of its genre
-    list (" Comedy, Drama"; `SoftTokenAligner`), for `config.align_epochs`
-    epochs of batch 64.
+    list (" Comedy, Drama"; `SoftTokenAligner`), for at most
+    `config.align_epochs` epochs of batch 64; with `config.align_validation`
+    a seeded share of `items` is kept back to choose the epoch.
 
     Returns `(fit, seconds)`: `fit["loss"]` the per-epoch training MSE,
     `fit["mean_mse"]` the MSE of the per-slot mean target (the floor the
-    loss is read against), and for `held_out` items (never fitted; their
-    genre lists are used only to score) `fit["held_out_mse"]`, the trained
-    encoder's MSE on them, and `fit["held_out_mean_mse"]`, the seen items'
-    per-slot mean target's MSE on them."""
+    loss is read against); with validation, `fit["val_loss"]` per epoch,
+    `fit["best_epoch"]` (1-based, the weights kept) and `fit["val_mean_mse"]`
+    (the training items' per-slot mean on the validation items) and
+    `fit["validation_items"]`; for
+    `held_out` items (never fitted; their genre lists are used only to
+    score) `fit["held_out_mse"]`, the encoder's MSE on them, and
+    `fit["held_out_mean_mse"]`, the training items' per-slot mean's."""
     def targets_of(ids):
         texts = [genre_list_text(data, i) for i in ids]
         return soft_token_targets(model.backbone, tokenizer, texts,
                                   aligner.num_soft_tokens)
 
     aligner = SoftTokenAligner(model.backbone.item_soft_tokens)
+    items = np.asarray(items, np.int32)
+    validation, callbacks = None, []
+    if config.align_validation:
+        order = np.random.default_rng([config.seed, 30]).permutation(len(items))
+        num_val = max(1, int(round(len(items) * config.align_validation)))
+        if num_val >= len(items):
+            raise ValueError(f"align_validation={config.align_validation} leaves "
+                             f"no item of {len(items)} to fit.")
+        val_items = np.sort(items[order[:num_val]])
+        items = np.sort(items[order[num_val:]])
+        validation = (val_items, targets_of(val_items))
+        callbacks = [keras.callbacks.EarlyStopping(
+            monitor="val_loss", patience=int(config.align_patience),
+            restore_best_weights=True)]
     targets = targets_of(items)
     aligner.compile(optimizer=keras.optimizers.Adam(config.align_learning_rate),
                     loss="mse")
     start = time.time()
-    history = aligner.fit(np.asarray(items, np.int32), targets, batch_size=64,
-                          epochs=int(config.align_epochs), shuffle=True, verbose=0)
+    history = aligner.fit(items, targets, batch_size=64,
+                          epochs=int(config.align_epochs), shuffle=True, verbose=0,
+                          validation_data=validation, callbacks=callbacks)
     seconds = time.time() - start
     fit = {"loss": [float(x) for x in history.history["loss"]],
            "mean_mse": mean_target_mse(targets)}
+    if validation is not None:
+        fit["val_loss"] = [float(x) for x in history.history["val_loss"]]
+        fit["best_epoch"] = int(np.argmin(fit["val_loss"])) + 1
+        fit["val_mean_mse"] = mean_target_mse(validation[1], targets.mean(axis=0))
+        fit["validation_items"] = [int(i) for i in validation[0]]
     if len(held_out):
         held_targets = targets_of(held_out)
         predicted = item_soft_tokens(model, held_out)
@@ -1028,7 +1060,7 @@ def run_item_language_seed(data, config, backbone, tokenizer, encoder,
             align_fit[variant] = fit
             log(f"  {variant} alignment: mse {align_loss[variant][0]:.3g} -> "
                 f"{align_loss[variant][-1]:.3g}; " + ", ".join(
-                    f"{k} {v:.3g}" for k, v in fit.items()))
+                    f"{k} {v:.3g}" for k, v in fit.items() if np.isscalar(v)))
             spread[variant]["aligned"] = soft_token_spread(
                 item_soft_tokens(model, held_out))
         history, fit_seconds = train_variant(model, train_pairs, config, seed)

@@ -125,7 +125,8 @@ def test_align_soft_tokens_scores_held_out_items_it_never_fits():
     model, tokenizer = tiny_model("mlp")
     data = SimpleNamespace(item_meta={
         i: {"genres": text.strip().split(", ")} for i, text in enumerate(TEXTS)})
-    config = SimpleNamespace(align_epochs=60, align_learning_rate=3e-2)
+    config = SimpleNamespace(align_epochs=60, align_learning_rate=3e-2,
+                             align_validation=0.0)
     fit, seconds = align_soft_tokens(model, tokenizer, data, [0, 1, 2], config,
                                      held_out=[3])
     assert seconds >= 0 and len(fit["loss"]) == 60
@@ -152,3 +153,32 @@ def test_soft_token_spread_by_hand():
     assert soft_token_spread(np.ones((3, 2, 4)))["item_share"] == 0.0
     with pytest.raises(ValueError, match="items >= 2"):
         soft_token_spread(np.ones((1, 2, 4)))
+
+
+def test_align_soft_tokens_keeps_the_best_validation_epoch():
+    from types import SimpleNamespace
+
+    from ilm_keras.experiments.item_language import align_soft_tokens
+    from ilm_keras.experiments.item_language import item_soft_tokens
+
+    keras.utils.set_random_seed(0)
+    model, tokenizer = tiny_model("mlp")
+    data = SimpleNamespace(item_meta={
+        i: {"genres": text.strip().split(", ")} for i, text in enumerate(TEXTS)})
+    config = SimpleNamespace(align_epochs=80, align_learning_rate=3e-2,
+                             align_validation=0.25, align_patience=3, seed=0)
+    fit, _ = align_soft_tokens(model, tokenizer, data, [0, 1, 2, 3], config)
+    (val_item,) = fit["validation_items"]
+    assert len(fit["val_loss"]) == len(fit["loss"]) <= 80
+    assert fit["best_epoch"] == int(np.argmin(fit["val_loss"])) + 1
+    # The weights kept are the best epoch's: its validation MSE, now.
+    targets = soft_token_targets(model.backbone, tokenizer, TEXTS, 3)
+    soft = item_soft_tokens(model, [val_item])
+    assert float(np.mean((soft - targets[[val_item]]) ** 2)) == pytest.approx(
+        min(fit["val_loss"]), rel=1e-4)
+    fitted = [i for i in range(4) if i != val_item]
+    assert fit["mean_mse"] == pytest.approx(mean_target_mse(targets[fitted]), rel=1e-5)
+    assert fit["val_mean_mse"] == pytest.approx(mean_target_mse(
+        targets[[val_item]], targets[fitted].mean(axis=0)), rel=1e-5)
+    with pytest.raises(ValueError, match="leaves no item"):
+        align_soft_tokens(model, tokenizer, data, [0], config)
