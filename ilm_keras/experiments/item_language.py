@@ -445,6 +445,41 @@ def linear_probe(train_vectors, train_genres, train_years, test_vectors,
     }
 
 
+def feature_probe(features, data, seen, held_out, penalties=(0.1, 1, 10, 100, 1e3, 1e4),
+                  validation=0.2, seed=0):
+    """`linear_probe` from any per-item features (e.g. an encoder's soft
+    tokens, flattened) to genres and year: features standardised with the
+    seen items' statistics, the ridge penalty chosen by genre item AUC on a
+    seeded `validation` share of the seen items, then refitted on all seen
+    items and scored on `held_out`.
+
+    Args:
+        features: `[num_items, ...]`, indexed by item.
+        data: `InteractionData` with `item_meta` (genres, year).
+        seen, held_out: item indices (fit on the first, score the second).
+        penalties: ridge penalties to choose from.
+        validation: share of `seen` the choice is made on.
+        seed: the validation draw.
+
+    Returns:
+        `linear_probe`'s dict without `predictions`, plus `penalty`.
+    """
+    x = np.asarray(features, np.float64).reshape(len(features), -1)
+    x = (x - x[seen].mean(axis=0)) / (x[seen].std(axis=0) + 1e-6)
+    genres = lambda ids: [data.item_meta[int(i)]["genres"] for i in ids]
+    years = lambda ids: [data.item_meta[int(i)]["year"] for i in ids]
+    order = np.random.default_rng([seed, 40]).permutation(np.asarray(seen))
+    val, fit = order[:max(1, int(len(order) * validation))], order[int(len(order) * validation):]
+    penalty = max(penalties, key=lambda r: linear_probe(
+        x[fit], genres(fit), years(fit), x[val], genres(val), years(val),
+        r)["genre_item_auc"])
+    probe = linear_probe(x[seen], genres(seen), years(seen), x[held_out],
+                         genres(held_out), years(held_out), penalty)
+    probe.pop("predictions")
+    probe["penalty"] = float(penalty)
+    return probe
+
+
 # ----------------------------------------------------------------------
 # Models: construction, phase 2, generation, perplexity.
 # ----------------------------------------------------------------------
@@ -883,6 +918,85 @@ def _mean_metrics(per_item):
     return {k: float(np.mean(v)) for k, v in per_item.items()}
 
 
+@dataclasses.dataclass
+class PreparedSeed:
+    """What every use of one seed shares: the split (its data filtered),
+    the seen / held-out items, the iALS tables (every item has a vector),
+    the data with only the seen items' texts (phase 1's), and the phase-1
+    Q-Former (`None` until `phase1_qformer` trains it); `seconds` per
+    stage."""
+
+    split: object
+    seen: np.ndarray
+    held_out: np.ndarray
+    user_table: np.ndarray
+    item_table: np.ndarray
+    phase1_data: object
+    qformer: object = None
+    phase1_loss: dict = None
+    seconds: dict = dataclasses.field(default_factory=dict)
+
+    @property
+    def data(self):
+        return self.split.data
+
+
+def prepare_seed(data, config, phase1=True, log=print):
+    """The split, CF and (with `phase1`) phase 1 of `config.seed`.
+
+    Args:
+        data: MovieLens `InteractionData` (with `item_meta`).
+        config: `ItemLanguageConfig`.
+        phase1: also train the phase-1 Q-Former (`phase1_qformer`).
+        log: progress printer.
+
+    Returns:
+        A `PreparedSeed`.
+    """
+    seconds = {}
+    seed = config.seed
+    pconfig = config.pipeline_config()
+    seed_everything(seed)
+    split = pl.prepare_split(data, pconfig)
+    data = split.data
+    seen, held_out = split_items(data, config.heldout_fraction, seed)
+    log(f"seed {seed}: {len(seen)} seen items, {len(held_out)} held-out")
+
+    # CF on the ratings (training sequences; held-out items keep vectors).
+    start = time.time()
+    _, user_table, item_table = pl.train_cf(split, pconfig)
+    seconds["cf"] = time.time() - start
+
+    # Phase 1 sees only the seen items' texts.
+    keep = set(int(i) for i in seen)
+    phase1_data = dataclasses.replace(
+        data, item_texts=[t if i in keep else None
+                          for i, t in enumerate(data.item_texts)])
+    phase1_items, _ = ild.item_text_pairs(phase1_data)
+    assert_never_targets(data, held_out, phase1_items=phase1_items)
+    prepared = PreparedSeed(split, seen, held_out, user_table, item_table,
+                            phase1_data, seconds=seconds)
+    if phase1:
+        (prepared.qformer, prepared.phase1_loss,
+         seconds["phase1"]) = phase1_qformer(prepared, config)
+    return prepared
+
+
+def phase1_qformer(prepared, config):
+    """Phase 1 (`config.phase1_*`) on `prepared`'s seen items' texts.
+
+    Returns:
+        `(qformer, per-epoch losses, seconds)`.
+    """
+    seed_everything(config.seed)
+    start = time.time()
+    qformer, history = pl.pretrain_qformer(
+        dataclasses.replace(prepared.split, data=prepared.phase1_data),
+        prepared.user_table, prepared.item_table, config.pipeline_config())
+    losses = {k: [float(x) for x in v] for k, v in history.history.items()}
+    return qformer, losses, time.time() - start
+
+
 def run_item_language_seed(data, config, backbone, tokenizer, encoder,
                            log=print, variants=VARIANTS, plain_lm=None):
     """Every row of the item-language table for one seed.
@@ -919,37 +1033,11 @@ def run_item_language_seed(data, config, backbone, tokenizer, encoder,
     from ilm_keras.metrics.semantic import semantic_consistency
 
     started = time.time()
-    seconds = {}
     seed = config.seed
-    pconfig = config.pipeline_config()
-    seed_everything(seed)
-    split = pl.prepare_split(data, pconfig)
-    data = split.data
-    seen, held_out = split_items(data, config.heldout_fraction, seed)
-    log(f"seed {seed}: {len(seen)} seen items, {len(held_out)} held-out")
-
-    # CF on the ratings (training sequences; held-out items keep vectors).
-    start = time.time()
-    _, user_table, item_table = pl.train_cf(split, pconfig)
-    seconds["cf"] = time.time() - start
-
-    # Phase 1: only the seen items' texts.
-    keep = set(int(i) for i in seen)
-    phase1_data = dataclasses.replace(
-        data, item_texts=[t if i in keep else None
-                          for i, t in enumerate(data.item_texts)])
-    phase1_items, _ = ild.item_text_pairs(phase1_data)
-    assert_never_targets(data, held_out, phase1_items=phase1_items)
-    qformer = None
-    phase1_loss = None
-    if "ilm" in variants:
-        seed_everything(seed)
-        start = time.time()
-        qformer, history = pl.pretrain_qformer(
-            dataclasses.replace(split, data=phase1_data), user_table,
-            item_table, pconfig)
-        seconds["phase1"] = time.time() - start
-        phase1_loss = {k: [float(x) for x in v] for k, v in history.history.items()}
+    prepared = prepare_seed(data, config, phase1="ilm" in variants, log=log)
+    data, seen, held_out = prepared.data, prepared.seen, prepared.held_out
+    item_table, qformer = prepared.item_table, prepared.qformer
+    phase1_loss, seconds = prepared.phase1_loss, dict(prepared.seconds)
 
     # Phase-2 pairs (seen items only) and the test prompts.
     train_pairs = []

@@ -117,6 +117,32 @@ def test_linear_probe_recovers_linear_genres():
     assert noise["genre_f1"] < probe["genre_f1"]
 
 
+def test_feature_probe_reads_a_small_signal_under_a_large_constant():
+    # The genre is the sign of a tiny item-dependent part on top of a large
+    # shared vector in other dims: standardising makes it readable, and a
+    # choice that only the validation items see picks the penalty.
+    rng = np.random.default_rng(0)
+    n = 400
+    signal = rng.normal(size=n)
+    features = np.concatenate([
+        100.0 + 1e-3 * rng.normal(size=(n, 1, 3)),  # near-constant
+        1e-3 * signal[:, None, None] * np.ones((n, 1, 3))], axis=1)
+    meta = [{"genres": ["Comedy"] if x > 0 else ["Drama"], "year": 1990}
+            for x in signal]
+    data = InteractionData(
+        name="toy", user_ids=["u"], item_ids=[str(i) for i in range(n)],
+        sequences=[np.arange(n)], item_meta=meta, item_texts=[None] * n,
+        item_index=np.arange(n), user_index=np.array([1]))
+    seen, held = np.arange(300), np.arange(300, n)
+    probe = il.feature_probe(features, data, seen, held, penalties=(1e-3, 1e6))
+    assert probe["penalty"] == 1e-3 and "predictions" not in probe
+    assert probe["genre_f1"] > 0.9 and probe["genre_item_auc"] > 0.95
+    # Scored only on the held-out items: shuffling their features breaks it.
+    shuffled = features.copy()
+    shuffled[held] = features[rng.permutation(held)]
+    assert il.feature_probe(shuffled, data, seen, held)["genre_item_auc"] < 0.75
+
+
 def test_replace_from_assignments():
     config = il.replace_from_assignments(
         il.ItemLanguageConfig(),
@@ -247,3 +273,32 @@ def test_genre_item_auc_ignores_genre_priors():
     assert il.genre_item_auc(truth + prior, genres) == (1.0, 2)
     assert il.genre_item_auc(-truth, genres)[0] == 0.0
     assert np.isnan(il.genre_item_auc(truth, genres, min_items=4)[0])
+
+
+def test_prepare_seed_keeps_held_out_texts_out_of_phase_1():
+    rng = np.random.default_rng(0)
+    num_items = 48  # 36 seen items: one phase-1 batch of 32
+    genres = [["Comedy"], ["Drama"], ["Action", "Thriller"], ["Horror"]]
+    meta = [{"title": f"Movie {i} (199{i % 10})", "year": 1990 + i % 10,
+             "genres": genres[i % 4]} for i in range(num_items)]
+    data = InteractionData(
+        name="toy", user_ids=[str(u) for u in range(30)],
+        item_ids=[str(i) for i in range(num_items)],
+        sequences=[rng.choice(num_items, 8, replace=False) for _ in range(30)],
+        item_meta=meta,
+        item_texts=[f"{m['title']}. Genres: {', '.join(m['genres'])}." for m in meta],
+        item_index=np.arange(1, num_items + 1), user_index=np.arange(1, 31))
+    config = il.ItemLanguageConfig(
+        heldout_fraction=0.25, cf_dim=4, cf_iterations=2, phase1_epochs=1,
+        phase1_steps_per_epoch=1, qformer_layers=1, qformer_hidden=16,
+        qformer_heads=2, num_query_tokens=2, num_cf_tokens=2, seed=0)
+    prepared = il.prepare_seed(data, config, log=lambda *_: None)
+    seen, held = prepared.seen, prepared.held_out
+    assert len(held) == 12 and not set(seen) & set(held)
+    assert prepared.item_table.shape == (num_items, 4)
+    texts = prepared.phase1_data.item_texts
+    assert all(texts[i] is None for i in held)
+    assert all(texts[i] is not None for i in seen)
+    assert prepared.qformer is not None and prepared.qformer.num_query_tokens == 2
+    assert set(prepared.seconds) == {"cf", "phase1"}
+    assert set(prepared.phase1_loss) >= {"loss", "itc_loss"}
