@@ -43,6 +43,7 @@ quiet_backend_logs()
 import numpy as np  # noqa: E402
 
 from ilm_keras.experiments import item_language as il  # noqa: E402
+from ilm_keras.experiments.configs import define_item_language_flags  # noqa: E402
 from ilm_keras.models.soft_token_aligner import soft_token_spread  # noqa: E402
 from ilm_keras.utils import files  # noqa: E402
 from ilm_keras.utils.determinism import seed_everything  # noqa: E402
@@ -58,9 +59,7 @@ flags.DEFINE_list("phase1_epochs", ["4"], "Phase-1 epochs of the ILM rows.")
 flags.DEFINE_integer("align_epochs", 200, "Alignment epochs (all run; the "
                      "best validation epoch's weights are scored).")
 flags.DEFINE_float("align_validation", 0.2, "Share of seen items kept back.")
-flags.DEFINE_multi_string("set", [], "ItemLanguageConfig FIELD=VALUE (repeatable).")
-flags.DEFINE_string("data", os.path.join(REPO, "..", "shared", "data", "ml-100k"),
-                    "ML-100K folder.")
+define_item_language_flags()
 flags.DEFINE_string("work_dir", "/tmp/item_encoder_probe", "Per-seed JSON files.")
 flags.DEFINE_string("output", "benchmarks/results/item_encoder_probe.md",
                     "Results file.")

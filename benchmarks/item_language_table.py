@@ -41,6 +41,7 @@ quiet_backend_logs()
 import numpy as np  # noqa: E402
 
 from ilm_keras.experiments import item_language as il  # noqa: E402
+from ilm_keras.experiments.configs import define_item_language_flags  # noqa: E402
 from ilm_keras.utils import files  # noqa: E402
 from report import code_revision  # noqa: E402
 from report import command_line  # noqa: E402
@@ -53,9 +54,7 @@ flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds, run in order.")
 flags.DEFINE_bool("smoke", False, "Tiny steps and test sets (checks the script).")
 flags.DEFINE_list("variants", list(il.VARIANTS),
                   "Variants trained (the reference rows are always scored).")
-flags.DEFINE_multi_string("set", [], "ItemLanguageConfig FIELD=VALUE (repeatable).")
-flags.DEFINE_string("data", os.path.join(REPO, "..", "shared", "data", "ml-100k"),
-                    "ML-100K folder.")
+define_item_language_flags()
 flags.DEFINE_string("work_dir", "/tmp/item_language_table", "Per-seed JSON files.")
 flags.DEFINE_string("output", "benchmarks/results/item_language.md",
                     "Results file; the bar chart goes beside it (.png).")
@@ -553,7 +552,6 @@ def write_chart(results, path):
     figure, axes = plt.subplots(1, 4, figsize=(18, 3.8))
     panels = [(s, m) for s in ("held_out", "seen")
               for m in ("semantic_consistency", "genre_f1")]
-    first = results[min(results)]
     for axis, (subset, metric) in zip(axes, panels):
         names, means, errors, colors = [], [], [], []
         for row in il.ROWS:

@@ -11,7 +11,6 @@ their conversational tasks (phase 2), then asks about a held-out movie.
         --data ../shared/data/ml-100k --set phase2_steps=150
 """
 
-import os
 
 from ilm_keras.utils.quiet import quiet_backend_logs
 
@@ -20,11 +19,11 @@ quiet_backend_logs()  # before TensorFlow/JAX are imported
 from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-_DATA = flags.DEFINE_string(
-    "data", os.path.join(REPO, "..", "shared", "data", "ml-100k"), "ML-100K folder.")
+from ilm_keras.experiments.configs import define_item_language_flags  # noqa: E402
+
+define_item_language_flags()
 _VARIANT = flags.DEFINE_enum("variant", "ilm", ["mlp", "ilm_rand", "ilm"], "Item encoder.")
-_SET = flags.DEFINE_multi_string("set", [], "ItemLanguageConfig FIELD=VALUE.")
+FLAGS = flags.FLAGS
 
 
 def main(argv):
@@ -35,8 +34,8 @@ def main(argv):
     from ilm_keras.metrics.semantic import MiniLMSentenceEncoder
 
     config = il.replace_from_assignments(
-        il.ItemLanguageConfig(num_eval_items=16, eval_tasks=("genres", "year")), _SET.value)
-    data = load_ml100k(_DATA.value)
+        il.ItemLanguageConfig(num_eval_items=16, eval_tasks=("genres", "year")), FLAGS.set)
+    data = load_ml100k(FLAGS.data)
     backbone, tokenizer = load_causal_lm(config.llm)
     result = il.run_item_language_seed(
         data, config, backbone, tokenizer, MiniLMSentenceEncoder(),

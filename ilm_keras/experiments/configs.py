@@ -27,6 +27,7 @@ fields; `python -m ilm_keras.experiments run --config NAME` runs one.
 
 import dataclasses
 import difflib
+import os
 import typing
 
 from absl import flags
@@ -256,6 +257,24 @@ def define_openp5_data_flags(flag_values=None):
                         flag_values=flag_values)
     flags.DEFINE_string("data_dir", "../shared/data/openp5", "OpenP5 folder.",
                         flag_values=flag_values)
+
+
+def define_item_language_flags(flag_values=None):
+    """The flags of the scripts that run the item-language experiment:
+    `--data` (the ML-100K folder, default `../shared/data/ml-100k` beside
+    the project) and `--set FIELD=VALUE` (repeatable, `ItemLanguageConfig`
+    fields; `item_language.replace_from_assignments` applies them). Call
+    once, at import time.
+
+    Args:
+        flag_values: an absl `FlagValues` (default: `absl.flags.FLAGS`).
+    """
+    flag_values = flags.FLAGS if flag_values is None else flag_values
+    project = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    flags.DEFINE_string("data", os.path.join(project, "..", "shared", "data", "ml-100k"),
+                        "ML-100K folder.", flag_values=flag_values)
+    flags.DEFINE_multi_string("set", [], "ItemLanguageConfig FIELD=VALUE (repeatable).",
+                              flag_values=flag_values)
 
 
 def config_from_flags(flag_values=None, **changes):

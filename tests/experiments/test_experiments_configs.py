@@ -1,6 +1,7 @@
 """Named configs and the `--config` / `--set` flags every entry point shares."""
 
 import dataclasses
+import os
 
 import pytest
 from absl import flags
@@ -64,6 +65,18 @@ def test_flags_pick_the_config_and_set_wins_over_the_script():
     config = config_from_flags(values, seed=1, phase2_epochs=5)
     assert config == get_config("quickstart_small", seed=4, llm_epochs=2,
                                 phase2_epochs=5)
+
+
+def test_item_language_flags_reach_the_item_language_config():
+    from ilm_keras.experiments import item_language as il
+    from ilm_keras.experiments.configs import define_item_language_flags
+
+    values = flags.FlagValues()
+    define_item_language_flags(flag_values=values)
+    values(["prog", "--set=align_epochs=20", "--set", "eval_tasks=genres,year"])
+    assert values.data.endswith(os.path.join("shared", "data", "ml-100k"))
+    config = il.replace_from_assignments(il.ItemLanguageConfig(), values.set)
+    assert config.align_epochs == 20 and config.eval_tasks == ("genres", "year")
 
 
 def test_dataset_config_follows_the_dataset():

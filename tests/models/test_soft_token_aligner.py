@@ -2,11 +2,15 @@
 the LLM's embeddings of its text, trains the backbone's encoder in place,
 and survives a save/load round trip."""
 
+from types import SimpleNamespace
+
 import keras
 import keras_hub
 import numpy as np
 import pytest
 
+from ilm_keras.experiments.item_language import align_soft_tokens
+from ilm_keras.experiments.item_language import item_soft_tokens
 from ilm_keras.models.item_language_model import ItemLanguageModel
 from ilm_keras.models.item_language_model_preprocessor import (
     ItemLanguageModelPreprocessor,
@@ -14,6 +18,7 @@ from ilm_keras.models.item_language_model_preprocessor import (
 from ilm_keras.models.qformer import QFormer
 from ilm_keras.models.soft_token_aligner import SoftTokenAligner
 from ilm_keras.models.soft_token_aligner import mean_target_mse
+from ilm_keras.models.soft_token_aligner import soft_token_spread
 from ilm_keras.models.soft_token_aligner import soft_token_targets
 
 ITEMS = ["1", "2", "3", "4"]
@@ -116,15 +121,16 @@ def test_mean_target_mse_by_hand():
         mean_target_mse(np.zeros((2, 3)))
 
 
+def genre_data():
+    """The `item_meta` of TEXTS' items, as `align_soft_tokens` reads it."""
+    return SimpleNamespace(item_meta={
+        i: {"genres": text.strip().split(", ")} for i, text in enumerate(TEXTS)})
+
+
 def test_align_soft_tokens_scores_held_out_items_it_never_fits():
-    from types import SimpleNamespace
-
-    from ilm_keras.experiments.item_language import align_soft_tokens
-
     keras.utils.set_random_seed(0)
     model, tokenizer = tiny_model("mlp")
-    data = SimpleNamespace(item_meta={
-        i: {"genres": text.strip().split(", ")} for i, text in enumerate(TEXTS)})
+    data = genre_data()
     config = SimpleNamespace(align_epochs=60, align_learning_rate=3e-2,
                              align_validation=0.0)
     fit, seconds = align_soft_tokens(model, tokenizer, data, [0, 1, 2], config,
@@ -135,15 +141,12 @@ def test_align_soft_tokens_scores_held_out_items_it_never_fits():
     assert fit["mean_mse"] == pytest.approx(mean_target_mse(targets[:3]), rel=1e-5)
     assert fit["held_out_mean_mse"] == pytest.approx(
         mean_target_mse(targets[3:], targets[:3].mean(axis=0)), rel=1e-5)
-    soft = keras.ops.convert_to_numpy(
-        SoftTokenAligner(model.backbone.item_soft_tokens)(np.asarray([3])))
+    soft = item_soft_tokens(model, [3])
     assert fit["held_out_mse"] == pytest.approx(
         float(np.mean((soft - targets[3:]) ** 2)), rel=1e-4)
 
 
 def test_soft_token_spread_by_hand():
-    from ilm_keras.models.soft_token_aligner import soft_token_spread
-
     # Two items, one slot, two dims: [3, 1] and [3, -1]; the slot's mean is
     # [3, 0], so only the second dim varies (by +/-1).
     spread = soft_token_spread([[[3.0, 1.0]], [[3.0, -1.0]]])
@@ -156,15 +159,9 @@ def test_soft_token_spread_by_hand():
 
 
 def test_align_soft_tokens_keeps_the_best_validation_epoch():
-    from types import SimpleNamespace
-
-    from ilm_keras.experiments.item_language import align_soft_tokens
-    from ilm_keras.experiments.item_language import item_soft_tokens
-
     keras.utils.set_random_seed(0)
     model, tokenizer = tiny_model("mlp")
-    data = SimpleNamespace(item_meta={
-        i: {"genres": text.strip().split(", ")} for i, text in enumerate(TEXTS)})
+    data = genre_data()
     config = SimpleNamespace(align_epochs=80, align_learning_rate=3e-2,
                              align_validation=0.25, align_patience=3, seed=0)
     fit, _ = align_soft_tokens(model, tokenizer, data, [0, 1, 2, 3], config)
