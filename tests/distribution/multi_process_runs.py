@@ -4,9 +4,10 @@
 
 Each process sees 2 virtual CPU devices; `keras.distribution.initialize`
 joins the processes through a coordinator on 127.0.0.1:PORT (process 0
-hosts it), and JAX's gloo CPU collectives carry the all-reduces. Process 0
+hosts it), and JAX's gloo CPU collectives carry the all-reduces. Each process
 first trains the tiny models on one local device without any distribution
-(the single-process reference; the others would repeat it), then every
+(the single-process reference; every process does, so that they reach the
+first collective together), then every
 process trains them under `DataParallel` over all processes' devices,
 making only its own rows of every global batch (`make_phase1_dataset`'s and
 `PromptResponseBatches.fit_input`'s `num_processes` / `process_id`). Each writes its losses and
@@ -61,10 +62,10 @@ def fit(model, weights, dataset, steps):
 
 
 def reference(model, weights, dataset, steps):
-    """The single-process, one-device run: process 0 only (the others
-    would compute the same), `(None, None)` elsewhere."""
-    if PROCESS_ID:
-        return None, None
+    """The single-process, one-device run. Every process computes it (the
+    same numbers), so that all of them reach the first collective together:
+    when only process 0 did, the others waited in gloo's connect for as long
+    as the reference took, past its timeout on a loaded machine."""
     return fit(model, weights, dataset, steps)
 
 

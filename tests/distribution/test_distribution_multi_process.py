@@ -69,7 +69,7 @@ def test_two_processes_train_like_one_device(tmp_path):
                 result["local_devices"]) == (2, 4, 2)
     first, second = results
     for phase in ("phase1", "phase2"):
-        run = first[phase]  # process 0 also ran the one-device reference
+        run = first[phase]  # every process also ran the one-device reference
         assert len(run["one"]) == len(run["multi"]) > 0
         for a, b in zip(run["one"], run["multi"]):
             assert a.keys() == b.keys()
@@ -78,7 +78,9 @@ def test_two_processes_train_like_one_device(tmp_path):
                                            atol=1e-6, err_msg=(phase, name))
         assert run["moved"] > 0.01, phase  # it trained
         assert run["weight_diff"] < 1e-4, phase
-        # Process 1 took the same global steps.
+        # Process 1 took the same global steps (and computed the same
+        # reference).
         assert second[phase]["multi"] == run["multi"], phase
+        assert second[phase]["one"] == run["one"], phase
         for a, b in zip(second[phase]["weights"], run["weights"]):
             np.testing.assert_array_equal(np.asarray(b), np.asarray(a))
