@@ -1139,7 +1139,7 @@ def run_item_language_seed(data, config, backbone, tokenizer, encoder,
             spread["llm"] = soft_token_spread(soft_token_targets(
                 model.backbone, tokenizer,
                 [genre_list_text(data, i) for i in held_out],
-                config.num_query_tokens))
+                model.backbone.item_soft_tokens.num_soft_tokens))
         spread[variant] = {"init": soft_token_spread(item_soft_tokens(model, held_out))}
         if config.align_epochs:
             fit, seconds[f"align_{variant}"] = align_soft_tokens(
