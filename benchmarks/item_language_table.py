@@ -437,15 +437,15 @@ def soft_token_section(results):
                 cells(lambda r: r["soft_token_spread"].get(variant, {}).get(stage)))
                 + " |")
     lines.append("")
-    fits = [r["align_fit"] for r in runs if r.get("align_fit")]
-    if fits:
+    if any(r.get("align_fit") for r in runs):
         lines += ["Alignment MSE (to the LLM's genre-list embeddings) against "
                   "predicting each slot's mean target (the seen items' mean; "
                   "below it = item-specific):", "",
                   "| row | seen, last epoch | seen, slot-mean floor | held-out | "
                   "held-out, slot-mean floor |", "|---|---|---|---|---|"]
         for variant in il.VARIANTS:
-            runs_v = [(r, f[variant]) for r, f in zip(runs, fits) if variant in f]
+            runs_v = [(r, r["align_fit"][variant]) for r in runs
+                      if variant in r.get("align_fit", {})]
             if not runs_v:
                 continue
             lines.append(f"| {il.ROW_NAMES[variant]} | " + " | ".join([
