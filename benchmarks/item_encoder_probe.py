@@ -15,7 +15,8 @@ CF and phase 1, on the held-out items (their text never trained on):
   alignment; the LLM normalises what it reads, so a small share is a
   near-constant token;
 - **alignment** (`SoftTokenAligner`, beyond the paper): the MSE to the
-  LLM's embeddings of the item's genre list on seen items kept back from
+  LLM's embeddings of the item's genre list (or, with `--set
+  align_target=genre_bag`, of its genres' mean) on seen items kept back from
   the fit (validation, which chooses the epoch) and on held-out items,
   each against predicting the slot's mean target (below it =
   item-specific), at the best validation epoch and at the last.
@@ -171,7 +172,12 @@ def write_markdown(results, seconds):
             cell(vals(name, "probe", "genre_item_auc")),
             cell(vals(name, "share_built", "item_share"), 4)]) + " |")
     lines += [
-        "", "## Alignment to the LLM's genre-list embeddings", "",
+        "", "## Alignment to the LLM's embeddings of the genres", "",
+        "Target (`align_target`): " + (
+            "the mean of the item's genres' input embeddings in every slot "
+            "(`genre_bag`)" if first["config"].get("align_target") == "genre_bag"
+            else "the input embeddings of the first tokens of the item's "
+            "genre list (`genre_list`)") + ". "
         f"{FLAGS.align_epochs} epochs of `SoftTokenAligner` (Adam "
         f"{first['config']['align_learning_rate']}, batch 64) on "
         f"{1 - FLAGS.align_validation:.0%} of the seen items; the best "

@@ -239,10 +239,14 @@ def write_markdown(results, total, load_start):
         f"iALS {config['cf_dim']} factors. Sequence length {first['sequence_length']}.",
         *([f"- **Beyond the paper**: before phase 2, each variant's encoder + "
            f"adaptor fit for {config['align_epochs']} epochs (Adam "
-           f"{config['align_learning_rate']}, batch 64, MSE, no LLM pass) the "
-           "LLM's input embeddings of the first soft-token-count tokens of each "
-           "seen item's genre list (`SoftTokenAligner`); held-out items are not "
-           "used. "
+           f"{config['align_learning_rate']}, batch 64, MSE, no LLM pass) "
+           + ("the mean of the LLM's input embeddings of each seen item's "
+              "genres, in every soft-token slot (`align_target=genre_bag`, "
+              "`soft_token_bag_targets`)"
+              if config.get("align_target") == "genre_bag" else
+              "the LLM's input embeddings of the first soft-token-count tokens "
+              "of each seen item's genre list")
+           + " (`SoftTokenAligner`); held-out items are not used. "
            + (f"The epoch is chosen on {config['align_validation']:.0%} of the "
               "seen items kept back from the fit (stop after "
               f"{config['align_patience']} epochs without a lower MSE on them, "
@@ -416,8 +420,9 @@ def soft_token_section(results):
              "second over the first (`soft_token_spread`). The LLM normalises "
              "what it reads, so a small item share means a near-constant "
              "token: whatever the encoder knows of the item barely reaches the "
-             "LLM. First row: the LLM's own input embeddings of the items' "
-             "genre lists (the alignment's targets).", "",
+             "LLM. First row: the alignment's targets for the same items "
+             "(the LLM's own input embeddings of their genres: "
+             "`item_language.alignment_targets`).", "",
              "| row | stage | item share | item RMS | RMS |", "|---|---|---|---|---|"]
 
     def cells(getter):
@@ -427,7 +432,7 @@ def soft_token_section(results):
             out.append(fmt_of_seeds(vals, len(runs), 4))
         return out
 
-    lines.append("| LLM embeddings of the genre list | - | " + " | ".join(
+    lines.append("| LLM embeddings of the genres (alignment target) | - | " + " | ".join(
         cells(lambda r: r["soft_token_spread"].get("llm"))) + " |")
     for variant in il.VARIANTS:
         for stage, name in STAGES.items():

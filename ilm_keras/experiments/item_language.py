@@ -38,6 +38,7 @@ from ilm_keras.models.item_language_model_backbone import ItemLanguageModelBackb
 from ilm_keras.models.prompt_response_batches import PromptResponseBatches
 from ilm_keras.models.soft_token_aligner import SoftTokenAligner
 from ilm_keras.models.soft_token_aligner import mean_target_mse
+from ilm_keras.models.soft_token_aligner import soft_token_bag_targets
 from ilm_keras.models.soft_token_aligner import soft_token_spread
 from ilm_keras.models.soft_token_aligner import soft_token_targets
 from ilm_keras.models.item_language_model_preprocessor import (
@@ -47,6 +48,7 @@ from ilm_keras.utils.determinism import seed_everything
 from ilm_keras.utils.schedules import warmup_cosine
 
 VARIANTS = ("mlp", "ilm_rand", "ilm")
+ALIGN_TARGETS = ("genre_list", "genre_bag")
 ROWS = ("text_reference", "mlp", "ilm_rand", "ilm", "floor_llm", "floor_prior")
 ROW_NAMES = {
     "text_reference": "frozen LLM + title in text (upper reference)",
@@ -121,6 +123,11 @@ class ItemLanguageConfig:
             a lower MSE on them and restores the best epoch's weights
             (`keras.callbacks.EarlyStopping`).
         align_patience: see `align_validation`.
+        align_target: what the alignment fits (`ALIGN_TARGETS`):
+            "genre_list", the embeddings of the first N tokens of the
+            genre list (" Comedy, Drama"); "genre_bag", the mean of the
+            item's genres' embeddings in every slot (order-free;
+            `soft_token_bag_targets`).
         max_new_tokens: the longest generated answer.
         generate_batch_size: prompts per `generate` call.
         one_shot: give the reference rows (frozen LLM, no training) one
@@ -157,6 +164,7 @@ class ItemLanguageConfig:
     align_learning_rate: float = 1e-3
     align_validation: float = 0.0
     align_patience: int = 10
+    align_target: str = "genre_list"
     max_new_tokens: int = 24
     generate_batch_size: int = 16
     one_shot: bool = True
@@ -164,6 +172,11 @@ class ItemLanguageConfig:
     num_general_prompts: int = 20
     seed: int = 0
     verbose: int = 2
+
+    def __post_init__(self):
+        if self.align_target not in ALIGN_TARGETS:
+            raise ValueError(f"align_target must be one of {ALIGN_TARGETS}, "
+                             f"got {self.align_target!r}.")
 
     def pipeline_config(self):
         """The `PipelineConfig` of the shared steps (CF, phase 1, Q-Former):
@@ -555,10 +568,28 @@ def genre_list_text(data, item):
     return " " + ", ".join(data.item_meta[int(item)]["genres"])
 
 
+def alignment_targets(model, tokenizer, data, items, target="genre_list"):
+    """What `align_soft_tokens` fits `items`' soft tokens to: the LLM's
+    input embeddings of their genre lists (`target="genre_list"`,
+    `soft_token_targets`) or the mean of their genres' embeddings
+    (`"genre_bag"`, `soft_token_bag_targets`); `[len(items), N, dim]`."""
+    num = model.backbone.item_soft_tokens.num_soft_tokens
+    if target == "genre_list":
+        return soft_token_targets(model.backbone, tokenizer,
+                                  [genre_list_text(data, i) for i in items], num)
+    if target == "genre_bag":
+        return soft_token_bag_targets(
+            model.backbone, tokenizer,
+            [[" " + g for g in data.item_meta[int(i)]["genres"]] for i in items], num)
+    raise ValueError(f"Unknown alignment target {target!r}; expected one of "
+                     f"{ALIGN_TARGETS}.")
+
+
 def align_soft_tokens(model, tokenizer, data, items, config, held_out=()):
     """Beyond the paper: fits `model`'s item encoder + adaptor so that each
     of `items`' soft tokens land on the LLM's input embeddings of its genre
-    list (" Comedy, Drama"; `SoftTokenAligner`), for at most
+    list (" Comedy, Drama"; `SoftTokenAligner`; or another
+    `config.align_target`, `alignment_targets`), for at most
     `config.align_epochs` epochs of batch 64; with `config.align_validation`
     a seeded share of `items` is kept back to choose the epoch.
 
@@ -572,9 +603,7 @@ def align_soft_tokens(model, tokenizer, data, items, config, held_out=()):
     score) `fit["held_out_mse"]`, the encoder's MSE on them, and
     `fit["held_out_mean_mse"]`, the training items' per-slot mean's."""
     def targets_of(ids):
-        texts = [genre_list_text(data, i) for i in ids]
-        return soft_token_targets(model.backbone, tokenizer, texts,
-                                  aligner.num_soft_tokens)
+        return alignment_targets(model, tokenizer, data, ids, config.align_target)
 
     aligner = SoftTokenAligner(model.backbone.item_soft_tokens)
     items = np.asarray(items, np.int32)
@@ -1136,10 +1165,8 @@ def run_item_language_seed(data, config, backbone, tokenizer, encoder,
                               config, sequence_length,
                               qformer=qformer if variant == "ilm" else None)
         if "llm" not in spread:
-            spread["llm"] = soft_token_spread(soft_token_targets(
-                model.backbone, tokenizer,
-                [genre_list_text(data, i) for i in held_out],
-                model.backbone.item_soft_tokens.num_soft_tokens))
+            spread["llm"] = soft_token_spread(alignment_targets(
+                model, tokenizer, data, held_out, config.align_target))
         spread[variant] = {"init": soft_token_spread(item_soft_tokens(model, held_out))}
         if config.align_epochs:
             fit, seconds[f"align_{variant}"] = align_soft_tokens(

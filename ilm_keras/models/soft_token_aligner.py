@@ -90,6 +90,49 @@ def soft_token_targets(backbone, tokenizer, texts, num_soft_tokens):
                       np.float32)
 
 
+def soft_token_bag_targets(backbone, tokenizer, text_lists, num_soft_tokens):
+    """Order-free targets for a `SoftTokenAligner`: per item, the mean over
+    its texts (its genres, say) of each text's mean token embedding, the
+    same vector in every one of the `num_soft_tokens` slots.
+
+    `soft_token_targets` of a list (" Comedy, Drama") puts the list's first
+    token in the first slot, a choice an item's CF vector can barely
+    predict; the bag's mean is a linear function of which texts an item
+    has, what a linear read of a CF vector can give.
+
+    Args:
+        backbone: the `ItemLanguageModelBackbone` (its LLM embeds tokens).
+        tokenizer: the LLM's tokenizer (`tokenizer(text)` -> token ids).
+        text_lists: one non-empty list of non-empty strings per item.
+        num_soft_tokens: `N`.
+
+    Returns:
+        float32 array `[len(text_lists), N, hidden_dim]`.
+
+    Example:
+    ```python
+    targets = soft_token_bag_targets(backbone, tokenizer,
+                                     [[" Comedy", " Drama"], [" Horror"]], 4)
+    ```
+    """
+    vocabulary = {}  # text -> mean token embedding
+    rows = []
+    for row, texts in enumerate(text_lists):
+        if isinstance(texts, str) or not len(texts):
+            raise ValueError(f"Item {row} needs a non-empty list of texts, got "
+                             f"{texts!r}.")
+        for text in texts:
+            if text not in vocabulary:
+                tokens = np.asarray(tokenizer(text), np.int32).reshape(-1)
+                if not tokens.size:
+                    raise ValueError(f"Text {text!r} of item {row} has no tokens.")
+                vocabulary[text] = np.asarray(ops.convert_to_numpy(
+                    backbone.decoder.embed_tokens(tokens[None])), np.float32)[0].mean(0)
+        rows.append(np.mean([vocabulary[t] for t in texts], axis=0))
+    bag = np.stack(rows).astype(np.float32)
+    return np.repeat(bag[:, None, :], num_soft_tokens, axis=1)
+
+
 def mean_target_mse(targets, mean=None):
     """The MSE of predicting every item's soft tokens by one per-slot mean.
 

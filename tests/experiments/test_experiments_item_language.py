@@ -153,6 +153,10 @@ def test_replace_from_assignments():
     assert config.phase2_learning_rate == 0.01
     with pytest.raises(ValueError, match="Unknown ItemLanguageConfig field 'nope'"):
         il.replace_from_assignments(il.ItemLanguageConfig(), ["nope=1"])
+    assert il.replace_from_assignments(
+        il.ItemLanguageConfig(), ["align_target=genre_bag"]).align_target == "genre_bag"
+    with pytest.raises(ValueError, match="align_target must be one of .*'genre_soup'"):
+        il.replace_from_assignments(il.ItemLanguageConfig(), ["align_target=genre_soup"])
 
 
 def test_step_losses_recovers_each_steps_own_loss():

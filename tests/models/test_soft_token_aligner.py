@@ -18,6 +18,7 @@ from ilm_keras.models.item_language_model_preprocessor import (
 from ilm_keras.models.qformer import QFormer
 from ilm_keras.models.soft_token_aligner import SoftTokenAligner
 from ilm_keras.models.soft_token_aligner import mean_target_mse
+from ilm_keras.models.soft_token_aligner import soft_token_bag_targets
 from ilm_keras.models.soft_token_aligner import soft_token_spread
 from ilm_keras.models.soft_token_aligner import soft_token_targets
 
@@ -132,7 +133,7 @@ def test_align_soft_tokens_scores_held_out_items_it_never_fits():
     model, tokenizer = tiny_model("mlp")
     data = genre_data()
     config = SimpleNamespace(align_epochs=60, align_learning_rate=3e-2,
-                             align_validation=0.0)
+                             align_validation=0.0, align_target="genre_list")
     fit, seconds = align_soft_tokens(model, tokenizer, data, [0, 1, 2], config,
                                      held_out=[3])
     assert seconds >= 0 and len(fit["loss"]) == 60
@@ -163,7 +164,8 @@ def test_align_soft_tokens_keeps_the_best_validation_epoch():
     model, tokenizer = tiny_model("mlp")
     data = genre_data()
     config = SimpleNamespace(align_epochs=80, align_learning_rate=3e-2,
-                             align_validation=0.25, align_patience=3, seed=0)
+                             align_validation=0.25, align_patience=3, seed=0,
+                             align_target="genre_list")
     fit, _ = align_soft_tokens(model, tokenizer, data, [0, 1, 2, 3], config)
     (val_item,) = fit["validation_items"]
     assert len(fit["val_loss"]) == len(fit["loss"]) <= 80
@@ -179,3 +181,49 @@ def test_align_soft_tokens_keeps_the_best_validation_epoch():
         targets[[val_item]], targets[fitted].mean(axis=0)), rel=1e-5)
     with pytest.raises(ValueError, match="leaves no item"):
         align_soft_tokens(model, tokenizer, data, [0], config)
+
+
+def test_bag_targets_are_the_order_free_mean_of_each_texts_mean_embedding():
+    model, tokenizer = tiny_model("mlp")
+    backbone = model.backbone
+
+    def mean_embedding(text):
+        ids = np.asarray([tokenizer(text)])
+        return keras.ops.convert_to_numpy(backbone.decoder.embed_tokens(ids))[0].mean(0)
+
+    targets = soft_token_bag_targets(
+        backbone, tokenizer, [[" Co", " Dra"], [" Dra", " Co"], [" War"]], 3)
+    assert targets.shape == (3, 3, 16)
+    expected = (mean_embedding(" Co") + mean_embedding(" Dra")) / 2
+    for slot in range(3):  # the same vector in every slot, in either order
+        np.testing.assert_allclose(targets[0, slot], expected, rtol=1e-5, atol=1e-7)
+        np.testing.assert_allclose(targets[1, slot], expected, rtol=1e-5, atol=1e-7)
+        np.testing.assert_allclose(targets[2, slot], mean_embedding(" War"),
+                                   rtol=1e-5, atol=1e-7)
+    with pytest.raises(ValueError, match="Item 1 needs a non-empty list"):
+        soft_token_bag_targets(backbone, tokenizer, [[" a"], []], 3)
+    with pytest.raises(ValueError, match="Item 0 needs a non-empty list"):
+        soft_token_bag_targets(backbone, tokenizer, [" Comedy"], 3)
+    with pytest.raises(ValueError, match="Text '' of item 0 has no tokens"):
+        soft_token_bag_targets(backbone, tokenizer, [[""]], 3)
+
+
+def test_align_soft_tokens_fits_the_genre_bag_when_asked():
+    keras.utils.set_random_seed(0)
+    model, tokenizer = tiny_model("mlp")
+    data = genre_data()
+    config = SimpleNamespace(align_epochs=60, align_learning_rate=3e-2,
+                             align_validation=0.0, align_target="genre_bag")
+    fit, _ = align_soft_tokens(model, tokenizer, data, [0, 1, 2], config,
+                               held_out=[3])
+    bags = soft_token_bag_targets(
+        model.backbone, tokenizer,
+        [[" " + g for g in data.item_meta[i]["genres"]] for i in range(4)], 3)
+    assert fit["mean_mse"] == pytest.approx(mean_target_mse(bags[:3]), rel=1e-5)
+    soft = item_soft_tokens(model, [3])
+    assert fit["held_out_mse"] == pytest.approx(
+        float(np.mean((soft - bags[3:]) ** 2)), rel=1e-4)
+    assert fit["loss"][-1] < 0.5 * fit["loss"][0]
+    config.align_target = "genre_soup"
+    with pytest.raises(ValueError, match="Unknown alignment target 'genre_soup'"):
+        align_soft_tokens(model, tokenizer, data, [0, 1, 2], config)
