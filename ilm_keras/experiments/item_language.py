@@ -666,8 +666,11 @@ def train_variant(model, pairs, config, seed=0):
     dataset, _ = batches.fit_input(None, 0)
     losses = StepLosses()
     start = time.time()
+    # `PromptResponseBatches` shuffles with the seed; fit's own shuffle
+    # does not apply to a dataset (it only warned).
     history = keras.Model.fit(model, dataset, steps_per_epoch=steps, epochs=1,
-                              verbose=config.verbose, callbacks=[losses])
+                              shuffle=False, verbose=config.verbose,
+                              callbacks=[losses])
     history.history["step_loss"] = losses.losses
     return history, time.time() - start
 

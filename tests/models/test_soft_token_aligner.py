@@ -128,23 +128,36 @@ def genre_data():
         i: {"genres": text.strip().split(", ")} for i, text in enumerate(TEXTS)})
 
 
-def test_align_soft_tokens_scores_held_out_items_it_never_fits():
+def expected_targets(model, tokenizer, target):
+    """TEXTS' alignment targets, built here from the public target makers."""
+    if target == "genre_list":
+        return soft_token_targets(model.backbone, tokenizer, TEXTS, 3)
+    return soft_token_bag_targets(
+        model.backbone, tokenizer,
+        [[" " + g for g in text.strip().split(", ")] for text in TEXTS], 3)
+
+
+@pytest.mark.parametrize("target", ["genre_list", "genre_bag"])
+def test_align_soft_tokens_scores_held_out_items_it_never_fits(target):
     keras.utils.set_random_seed(0)
     model, tokenizer = tiny_model("mlp")
     data = genre_data()
     config = SimpleNamespace(align_epochs=60, align_learning_rate=3e-2,
-                             align_validation=0.0, align_target="genre_list")
+                             align_validation=0.0, align_target=target)
     fit, seconds = align_soft_tokens(model, tokenizer, data, [0, 1, 2], config,
                                      held_out=[3])
     assert seconds >= 0 and len(fit["loss"]) == 60
     assert fit["loss"][-1] < 0.5 * fit["loss"][0]
-    targets = soft_token_targets(model.backbone, tokenizer, TEXTS, 3)
+    targets = expected_targets(model, tokenizer, target)
     assert fit["mean_mse"] == pytest.approx(mean_target_mse(targets[:3]), rel=1e-5)
     assert fit["held_out_mean_mse"] == pytest.approx(
         mean_target_mse(targets[3:], targets[:3].mean(axis=0)), rel=1e-5)
     soft = item_soft_tokens(model, [3])
     assert fit["held_out_mse"] == pytest.approx(
         float(np.mean((soft - targets[3:]) ** 2)), rel=1e-4)
+    config.align_target = "genre_soup"
+    with pytest.raises(ValueError, match="Unknown alignment target 'genre_soup'"):
+        align_soft_tokens(model, tokenizer, data, [0, 1, 2], config)
 
 
 def test_soft_token_spread_by_hand():
@@ -206,24 +219,3 @@ def test_bag_targets_are_the_order_free_mean_of_each_texts_mean_embedding():
         soft_token_bag_targets(backbone, tokenizer, [" Comedy"], 3)
     with pytest.raises(ValueError, match="Text '' of item 0 has no tokens"):
         soft_token_bag_targets(backbone, tokenizer, [[""]], 3)
-
-
-def test_align_soft_tokens_fits_the_genre_bag_when_asked():
-    keras.utils.set_random_seed(0)
-    model, tokenizer = tiny_model("mlp")
-    data = genre_data()
-    config = SimpleNamespace(align_epochs=60, align_learning_rate=3e-2,
-                             align_validation=0.0, align_target="genre_bag")
-    fit, _ = align_soft_tokens(model, tokenizer, data, [0, 1, 2], config,
-                               held_out=[3])
-    bags = soft_token_bag_targets(
-        model.backbone, tokenizer,
-        [[" " + g for g in data.item_meta[i]["genres"]] for i in range(4)], 3)
-    assert fit["mean_mse"] == pytest.approx(mean_target_mse(bags[:3]), rel=1e-5)
-    soft = item_soft_tokens(model, [3])
-    assert fit["held_out_mse"] == pytest.approx(
-        float(np.mean((soft - bags[3:]) ** 2)), rel=1e-4)
-    assert fit["loss"][-1] < 0.5 * fit["loss"][0]
-    config.align_target = "genre_soup"
-    with pytest.raises(ValueError, match="Unknown alignment target 'genre_soup'"):
-        align_soft_tokens(model, tokenizer, data, [0, 1, 2], config)
