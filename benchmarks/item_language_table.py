@@ -61,6 +61,10 @@ flags.DEFINE_string("output", "benchmarks/results/item_language.md",
 flags.DEFINE_string("notes_file", None,
                     "Optional markdown fragment (an investigation's findings) "
                     "included in the results file.")
+flags.DEFINE_string("references_from", None,
+                    "Another run's work_dir: a seed's reference rows are reused "
+                    "from its JSON when they are exactly this run's "
+                    "(`item_language.reusable_reference_rows`), else computed.")
 flags.DEFINE_bool("report_only", False,
                   "Only rewrite the results file from the JSON files on disk.")
 
@@ -117,9 +121,15 @@ def main(argv):
         plain_lm = type(plain)(backbone=backbone, preprocessor=None)
         encoder = MiniLMSentenceEncoder()
         for seed in todo:
+            previous = None
+            if FLAGS.references_from:
+                earlier = os.path.join(FLAGS.references_from, os.path.basename(paths[seed]))
+                if os.path.exists(earlier):
+                    previous = files.read_json(earlier)
             result = il.run_item_language_seed(
                 data, config_for(seed), backbone, tokenizer, encoder,
-                variants=tuple(FLAGS.variants), plain_lm=plain_lm)
+                variants=tuple(FLAGS.variants), plain_lm=plain_lm,
+                previous=previous)
             result.pop("models")
             result["command"] = command_line()
             result["code"] = code_revision()
@@ -271,7 +281,11 @@ def write_markdown(results, total, load_start):
         "the same with \"this movie\" instead of the mention (nothing about the "
         "item); **prior floor**: the seen items' most frequent answer "
         f"(`{first['prior_answers']['genres']}`, "
-        f"`{first['prior_answers']['year']}`), no LLM.",
+        f"`{first['prior_answers']['year']}`), no LLM."
+        + ("".join(f" Seed {s}'s reference rows are those of an earlier run of "
+                   f"the same split, test prompts and decoding ({results[s]['references_from']}; "
+                   "`--references_from`, `reusable_reference_rows`)."
+                   for s in seeds if results[s].get("references_from"))),
         "- Metrics: SC = semantic consistency, mean cosine of all-MiniLM-L6-v2 "
         "embeddings of the answer and the reference answer; log-ppl = mean "
         "negative log-likelihood (nats per token, end token included) of the "

@@ -190,6 +190,68 @@ class ItemLanguageConfig:
         return dataclasses.asdict(self)
 
 
+# Fields that change only what is trained, never the reference rows (the
+# frozen LLM's answers given the title or nothing, and the constant answer):
+# those rows depend on the split, the test prompts and the decoding alone.
+# The soft-token counts are not here: they set the sequence length, which
+# `reusable_reference_rows` compares directly.
+TRAINING_ONLY_FIELDS = frozenset({
+    "phase1_losses", "phase1_epochs", "phase1_steps_per_epoch", "cf_dim",
+    "cf_regularization", "cf_alpha", "cf_iterations", "qformer_layers",
+    "qformer_hidden", "qformer_heads", "phase2_steps", "phase2_batch_size",
+    "phase2_learning_rate", "phase2_warmup_steps", "align_epochs",
+    "align_learning_rate", "align_validation", "align_patience",
+    "align_target", "num_general_prompts", "verbose"})
+REFERENCE_ROWS = ("text_reference", "floor_llm", "floor_prior")
+
+
+def reusable_reference_rows(previous, config, sequence_length, metrics=None):
+    """The reference rows of an earlier run of the same seed, if they are
+    exactly the rows this run would compute.
+
+    They are when every config field but `TRAINING_ONLY_FIELDS` is equal and
+    the sequence length is too (greedy decoding of the same prompts by the
+    same frozen LLM).
+
+    Args:
+        previous: an earlier `run_item_language_seed` result (its JSON).
+        config: this run's `ItemLanguageConfig`.
+        sequence_length: this run's sequence length.
+        metrics: optional, a row of this run (`{subset: {task: {metric:
+            value}}}`): the earlier text-reference row must have the same
+            subsets, tasks and metrics (an older run may lack a metric).
+
+    Returns:
+        `(rows, examples, None)` with the rows of `REFERENCE_ROWS` and their
+        examples, or `(None, None, reason)` naming the first difference.
+    """
+    mine = config.to_dict()
+    theirs = previous.get("config", {})
+    for field in sorted(mine):
+        if field in TRAINING_ONLY_FIELDS:
+            continue
+        a, b = mine[field], theirs.get(field)
+        if isinstance(a, tuple):
+            a, b = list(a), list(b) if isinstance(b, (list, tuple)) else b
+        if a != b:
+            return None, None, f"config field {field!r}: {b!r} there, {a!r} here"
+    if previous.get("sequence_length") != sequence_length:
+        return None, None, (f"sequence length {previous.get('sequence_length')} "
+                            f"there, {sequence_length} here")
+    missing = [r for r in REFERENCE_ROWS if r not in previous.get("rows", {})]
+    if missing:
+        return None, None, f"no rows {missing} there"
+    if metrics is not None:
+        def keys(row):
+            return {(subset, task, metric) for subset, tasks in row.items()
+                    for task, values in tasks.items() for metric in values}
+        if keys(previous["rows"]["text_reference"]) != keys(metrics):
+            return None, None, "other subsets, tasks or metrics there"
+    return ({r: previous["rows"][r] for r in REFERENCE_ROWS},
+            {r: previous.get("examples", {}).get(r, {}) for r in REFERENCE_ROWS},
+            None)
+
+
 SMOKE = dict(num_eval_items=8, phase1_epochs=1, phase1_steps_per_epoch=20,
              phase2_steps=6, phase2_warmup_steps=2, max_new_tokens=12,
              num_general_prompts=4, eval_tasks=("genres", "year"))
@@ -1030,7 +1092,8 @@ def phase1_qformer(prepared, config):
 
 
 def run_item_language_seed(data, config, backbone, tokenizer, encoder,
-                           log=print, variants=VARIANTS, plain_lm=None):
+                           log=print, variants=VARIANTS, plain_lm=None,
+                           previous=None):
     """Every row of the item-language table for one seed.
 
     Steps: seen / held-out split; iALS on the ratings (every item gets a CF
@@ -1051,6 +1114,10 @@ def run_item_language_seed(data, config, backbone, tokenizer, encoder,
         variants: which of `VARIANTS` to train.
         plain_lm: keras-hub `CausalLM` over `backbone` for the
             preserved-ability check (None: skipped).
+        previous: an earlier result of the same seed (its JSON): its
+            reference rows are reused when `reusable_reference_rows` says
+            they are this run's (`result["references_from"]` then holds
+            its `code`); otherwise they are computed and the reason logged.
 
     Returns:
         A JSON-serialisable dict (see `benchmarks/item_language_table.py`).
@@ -1195,16 +1262,27 @@ def run_item_language_seed(data, config, backbone, tokenizer, encoder,
 
     # Reference rows: the frozen LLM (no item mention: an item model's
     # logits are exactly the LLM's own), and the constant prior answer.
-    reference_model = next(iter(models.values()))
-    start = time.time()
-    rows["text_reference"] = evaluate(
-        "text_reference", reference_model,
-        lambda task, q, item: reference_question(task, q, item, "title"))
-    rows["floor_llm"] = evaluate(
-        "floor_llm", reference_model,
-        lambda task, q, item: reference_question(task, q, item, "nothing"))
-    rows["floor_prior"] = evaluate("floor_prior", None, None)
-    seconds["eval_references"] = time.time() - start
+    reused, reason, references_from = None, "no earlier run given", None
+    if previous is not None:
+        reused, reused_examples, reason = reusable_reference_rows(
+            previous, config, sequence_length, metrics=next(iter(rows.values())))
+    if reused is not None:
+        rows.update(reused)
+        examples.update(reused_examples)
+        references_from = previous.get("code", "an earlier run")
+        log(f"reference rows reused from the earlier run ({references_from})")
+    else:
+        log(f"reference rows computed ({reason})")
+        reference_model = next(iter(models.values()))
+        start = time.time()
+        rows["text_reference"] = evaluate(
+            "text_reference", reference_model,
+            lambda task, q, item: reference_question(task, q, item, "title"))
+        rows["floor_llm"] = evaluate(
+            "floor_llm", reference_model,
+            lambda task, q, item: reference_question(task, q, item, "nothing"))
+        rows["floor_prior"] = evaluate("floor_prior", None, None)
+        seconds["eval_references"] = time.time() - start
 
     # What the CF vectors hold about genres and year.
     metas_seen = [data.item_meta[i] for i in seen]
@@ -1237,6 +1315,7 @@ def run_item_language_seed(data, config, backbone, tokenizer, encoder,
         "num_phase2_pairs": len(train_pairs),
         "sequence_length": int(sequence_length),
         "rows": rows,
+        "references_from": references_from,
         "phase1_loss": phase1_loss,  # per epoch, each loss of phase 1
         "phase2_loss": phase2_loss,
         "align_loss": align_loss,

@@ -306,3 +306,34 @@ def test_prepare_seed_keeps_held_out_texts_out_of_phase_1():
     assert prepared.qformer is not None and prepared.qformer.num_query_tokens == 2
     assert set(prepared.seconds) == {"cf", "phase1"}
     assert set(prepared.phase1_loss) >= {"loss", "itc_loss"}
+
+
+def test_reference_rows_are_reused_only_from_a_run_that_computes_them_alike():
+    import dataclasses
+    import json
+
+    config = il.ItemLanguageConfig(seed=3)
+    row = {"held_out": {"genres": {"genre_f1": 0.5, "n": 4}}}
+    previous = json.loads(json.dumps({  # as read back from its JSON file
+        "config": dataclasses.asdict(dataclasses.replace(
+            config, phase2_steps=7, align_epochs=5, align_target="genre_bag")),
+        "sequence_length": 128, "code": "commit abc",
+        "rows": {"text_reference": row, "floor_llm": row, "floor_prior": row, "mlp": row},
+        "examples": {"text_reference": {"held_out": {}}}}))
+    rows, examples, reason = il.reusable_reference_rows(previous, config, 128, metrics=row)
+    assert reason is None and sorted(rows) == sorted(il.REFERENCE_ROWS)
+    assert rows["floor_llm"] == row and examples["text_reference"] == {"held_out": {}}
+    # Anything that changes the split, the prompts or the decoding: computed.
+    for change, message in [({"seed": 4}, "field 'seed'"),
+                            ({"num_eval_items": 8}, "field 'num_eval_items'"),
+                            ({"eval_tasks": ("genres",)}, "field 'eval_tasks'"),
+                            ({"max_new_tokens": 12}, "field 'max_new_tokens'")]:
+        rows, _, reason = il.reusable_reference_rows(
+            previous, dataclasses.replace(config, **change), 128)
+        assert rows is None and message in reason
+    assert "sequence length 128 there, 144 here" in il.reusable_reference_rows(
+        previous, config, 144)[2]
+    other = {"held_out": {"genres": {"genre_f1": 0.5, "genre_item_auc": 0.6, "n": 4}}}
+    assert "metrics" in il.reusable_reference_rows(previous, config, 128, metrics=other)[2]
+    del previous["rows"]["floor_llm"]
+    assert "no rows ['floor_llm']" in il.reusable_reference_rows(previous, config, 128)[2]
