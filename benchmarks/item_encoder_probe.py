@@ -173,11 +173,8 @@ def write_markdown(results, seconds):
             cell(vals(name, "share_built", "item_share"), 4)]) + " |")
     lines += [
         "", "## Alignment to the LLM's embeddings of the genres", "",
-        "Target (`align_target`): " + (
-            "the mean of the item's genres' input embeddings in every slot "
-            "(`genre_bag`)" if first["config"].get("align_target") == "genre_bag"
-            else "the input embeddings of the first tokens of the item's "
-            "genre list (`genre_list`)") + ". "
+        "Target: " + il.describe_align_target(first["config"].get("align_target"))
+        + ". "
         f"{FLAGS.align_epochs} epochs of `SoftTokenAligner` (Adam "
         f"{first['config']['align_learning_rate']}, batch 64) on "
         f"{1 - FLAGS.align_validation:.0%} of the seen items; the best "

@@ -250,13 +250,8 @@ def write_markdown(results, total, load_start):
         *([f"- **Beyond the paper**: before phase 2, each variant's encoder + "
            f"adaptor fit for {config['align_epochs']} epochs (Adam "
            f"{config['align_learning_rate']}, batch 64, MSE, no LLM pass) "
-           + ("the mean of the LLM's input embeddings of each seen item's "
-              "genres, in every soft-token slot (`align_target=genre_bag`, "
-              "`soft_token_bag_targets`)"
-              if config.get("align_target") == "genre_bag" else
-              "the LLM's input embeddings of the first soft-token-count tokens "
-              "of each seen item's genre list")
-           + " (`SoftTokenAligner`); held-out items are not used. "
+           + il.describe_align_target(config.get("align_target"))
+           + " for each seen item (`SoftTokenAligner`); held-out items are not used. "
            + (f"The epoch is chosen on {config['align_validation']:.0%} of the "
               "seen items kept back from the fit (stop after "
               f"{config['align_patience']} epochs without a lower MSE on them, "
@@ -457,7 +452,9 @@ def soft_token_section(results):
                 + " |")
     lines.append("")
     if any(r.get("align_fit") for r in runs):
-        lines += ["Alignment MSE (to the LLM's genre-list embeddings) against "
+        lines += ["Alignment MSE (to "
+                  + il.describe_align_target(runs[0]["config"].get("align_target"))
+                  + ") against "
                   "predicting each slot's mean target (the seen items' mean; "
                   "below it = item-specific):", "",
                   "| row | seen, last epoch | seen, slot-mean floor | held-out | "

@@ -647,6 +647,15 @@ def alignment_targets(model, tokenizer, data, items, target="genre_list"):
                      f"{ALIGN_TARGETS}.")
 
 
+def describe_align_target(target):
+    """One phrase for reports: what `align_target` fits the soft tokens to."""
+    if target == "genre_bag":
+        return ("the mean of the LLM's input embeddings of the item's genres, "
+                "in every soft-token slot (`genre_bag`)")
+    return ("the LLM's input embeddings of the first soft-token-count tokens "
+            "of the item's genre list (`genre_list`)")
+
+
 def align_soft_tokens(model, tokenizer, data, items, config, held_out=()):
     """Beyond the paper: fits `model`'s item encoder + adaptor so that each
     of `items`' soft tokens land on the LLM's input embeddings of its genre
