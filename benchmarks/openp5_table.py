@@ -242,6 +242,7 @@ def dataset_section(results, dataset, size):
             lines.append(f"| {REFERENCE_NAMES[name]} | " + " | ".join(row)
                          + f" | {int(refs[0]['num_users'])} | - |")
         lines.append("")
+    lines += validation_section(results, dataset, variants)
     for seed in seeds:
         parts = [f"{VARIANT_NAMES[v]} {results[(dataset, v, seed)]['seconds']['total']:.0f} s"
                  for v in variants if (dataset, v, seed) in results]
@@ -250,6 +251,35 @@ def dataset_section(results, dataset, size):
                      + ", ".join(parts) + ".")
     lines += [""] + findings(results, dataset, variants) + [""]
     return lines
+
+
+def validation_section(results, dataset, variants, setting="sequential/seen"):
+    """The kept models and the references on the validation targets of the
+    test's users: how far each row's test score is from its validation one
+    (cells written before `valid` was recorded are left out)."""
+    rows = []
+    for variant in variants:
+        cells = [c for c in cells_of(results, dataset, variant) if c.get("valid")]
+        if cells:
+            rows.append((VARIANT_NAMES[variant], [c["valid"][setting] for c in cells]))
+    if not rows:
+        return []
+    for name in REFERENCES:
+        if name == "random":
+            continue
+        refs = [c["references"]["valid"][name] for c in seed_cells(results, dataset)
+                if name in c["references"]["valid"]]
+        if refs:
+            rows.append((REFERENCE_NAMES[name], refs))
+    lines = [f"### validation: {setting} (the same users' `items[-2]`; the kept "
+             "models, chosen as above)", "",
+             "| method | " + " | ".join(METRIC_KEYS) + " | users | seeds |",
+             "|---|" + "---|" * (len(METRIC_KEYS) + 2)]
+    for name, metrics in rows:
+        lines.append(f"| {name} | " + " | ".join(fmt([m[k] for m in metrics])
+                                                 for k in METRIC_KEYS)
+                     + f" | {int(metrics[0]['num_users'])} | {len(metrics)} |")
+    return lines + [""]
 
 
 def findings(results, dataset, variants, setting="sequential/seen"):

@@ -206,7 +206,9 @@ def run_openp5_cell(data, variant, config, output_dir, shared_dir=None,
     The phase-2 checkpoint kept is the epoch with the best validation
     NDCG@10 (sequential task, seen template 0, the first
     `config.max_valid_users` users). The test covers both tasks with seen
-    template 0 and the unseen template. Writes `results.json` and
+    template 0 and the unseen template; the kept model is also scored on
+    the validation targets of the same users (sequential, seen template 0:
+    `valid`), beside the references' validation rows. Writes `results.json` and
     `results.md` to `output_dir`; a finished cell is not rerun.
 
     Args:
@@ -265,6 +267,12 @@ def run_openp5_cell(data, variant, config, output_dir, shared_dir=None,
         valid_scores = files.read_json(best + ".json")["scores"]
     t = time.time()
     test = pl.test_metrics(model, split, config)
+    # The kept model on the validation users of the references and the test
+    # (the same sample), so a table shows each row's validation-test gap
+    # beside the references' (never used to choose anything).
+    valid = {"sequential/seen": pl.recommendation_metrics(
+        model, split, "valid", "sequential", 0, config,
+        max_users=config.max_eval_users)}
     results = {
         "dataset": data.name,
         "variant": variant,
@@ -273,6 +281,7 @@ def run_openp5_cell(data, variant, config, output_dir, shared_dir=None,
         "num_items": data.num_items,
         "config": config.to_dict(),
         "test": test,
+        "valid": valid,
         "valid_per_epoch": valid_scores,
         "references": shared["references"],
         "slot_pretraining": shared.get("slot_pretraining"),
@@ -339,7 +348,7 @@ def run_openp5(dataset_dir, config, output_dir, variant="ilm", shared_dir=None,
 
 
 def results_markdown(results):
-    """A markdown table of one cell's test metrics."""
+    """A markdown table of one cell's test metrics, then its validation ones."""
     lines = [
         f"# {results['dataset']}: {results['method']} ({results['variant']})",
         "",
@@ -351,6 +360,14 @@ def results_markdown(results):
                      + f" | {m['num_users']} |")
     for name, m in results["references"]["test"].items():
         lines.append(f"| {name} (sequential history) | "
+                     + " | ".join(f"{m[k]:.4f}" for k in METRIC_KEYS)
+                     + f" | {int(m['num_users'])} |")
+    for key, m in results.get("valid", {}).items():  # cells before it lack it
+        lines.append(f"| validation: {key} | "
+                     + " | ".join(f"{m[k]:.4f}" for k in METRIC_KEYS)
+                     + f" | {m['num_users']} |")
+    for name, m in results["references"]["valid"].items():
+        lines.append(f"| validation: {name} (sequential history) | "
                      + " | ".join(f"{m[k]:.4f}" for k in METRIC_KEYS)
                      + f" | {int(m['num_users'])} |")
     lines += ["", "History items excluded from the LLM rankings: "

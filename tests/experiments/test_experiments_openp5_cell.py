@@ -36,6 +36,12 @@ def test_cells_share_phases_and_resume(tmp_path):
         assert 0.0 <= metrics["NDCG@10"] <= metrics["HR@10"] <= 1.0
         assert metrics["num_users"] == 4
     assert none["valid_per_epoch"] is None  # OpenP5-R trains nothing.
+    # The kept model on the validation targets of the same users.
+    assert set(none["valid"]) == {"sequential/seen"}
+    assert none["valid"]["sequential/seen"]["num_users"] == 4
+    assert none["valid"]["sequential/seen"] != none["test"]["sequential/seen"]
+    with open(tmp_path / "none" / "results.md") as f:
+        assert "| validation: sequential/seen |" in f.read()
     assert os.path.exists(tmp_path / "none" / "results.md")
 
     # A second variant loads CF and the LLM instead of retraining them.
