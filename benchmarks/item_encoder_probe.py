@@ -67,7 +67,7 @@ flags.DEFINE_string("output", "benchmarks/results/item_encoder_probe.md",
 
 
 def config_for(seed, phase1_epochs=None):
-    config = il.replace_from_assignments(il.ItemLanguageConfig(), FLAGS.set)
+    config = il.config_from_flags()
     config = dataclasses.replace(
         config, seed=seed, align_epochs=FLAGS.align_epochs,
         align_validation=FLAGS.align_validation,

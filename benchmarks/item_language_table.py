@@ -90,10 +90,7 @@ SHORT = {"semantic_consistency": "SC", "genre_precision": "genre P",
 
 
 def config_for(seed):
-    config = il.ItemLanguageConfig(seed=seed)
-    if FLAGS.smoke:
-        config = il.dataclasses.replace(config, **il.SMOKE)
-    return il.replace_from_assignments(config, FLAGS.set)
+    return il.config_from_flags(seed=seed, **(il.SMOKE if FLAGS.smoke else {}))
 
 
 def main(argv):

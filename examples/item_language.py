@@ -33,8 +33,7 @@ def main(argv):
     from ilm_keras.llm import load_causal_lm
     from ilm_keras.metrics.semantic import MiniLMSentenceEncoder
 
-    config = il.replace_from_assignments(
-        il.ItemLanguageConfig(num_eval_items=16, eval_tasks=("genres", "year")), FLAGS.set)
+    config = il.config_from_flags(num_eval_items=16, eval_tasks=("genres", "year"))
     data = load_ml100k(FLAGS.data)
     backbone, tokenizer = load_causal_lm(config.llm)
     result = il.run_item_language_seed(

@@ -259,12 +259,26 @@ def define_openp5_data_flags(flag_values=None):
                         flag_values=flag_values)
 
 
+# Named item-language recipes: `ItemLanguageConfig` fields that differ from
+# its defaults (`item_language.config_from_flags` applies one).
+ITEM_LANGUAGE_RECIPES = {
+    # The paper's recipe: phase 1, then phase 2 over the frozen LLM.
+    "paper": {},
+    # Beyond the paper: before phase 2, every soft token is fitted to the
+    # mean of the LLM's input embeddings of the item's genres, stopped early
+    # on a fifth of the seen items (`item_language_bag.md`).
+    "genre_bag": {"align_epochs": 200, "align_validation": 0.2,
+                  "align_target": "genre_bag"},
+}
+
+
 def define_item_language_flags(flag_values=None):
     """The flags of the scripts that run the item-language experiment:
     `--data` (the ML-100K folder, default `../shared/data/ml-100k` beside
-    the project) and `--set FIELD=VALUE` (repeatable, `ItemLanguageConfig`
-    fields; `item_language.replace_from_assignments` applies them). Call
-    once, at import time.
+    the project), `--recipe NAME` (`ITEM_LANGUAGE_RECIPES`, default
+    `paper`) and `--set FIELD=VALUE` (repeatable, `ItemLanguageConfig`
+    fields, applied after the recipe). Read them back with
+    `item_language.config_from_flags`. Call once, at import time.
 
     Args:
         flag_values: an absl `FlagValues` (default: `absl.flags.FLAGS`).
@@ -273,8 +287,11 @@ def define_item_language_flags(flag_values=None):
     project = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     flags.DEFINE_string("data", os.path.join(project, "..", "shared", "data", "ml-100k"),
                         "ML-100K folder.", flag_values=flag_values)
-    flags.DEFINE_multi_string("set", [], "ItemLanguageConfig FIELD=VALUE (repeatable).",
-                              flag_values=flag_values)
+    flags.DEFINE_enum("recipe", "paper", list(ITEM_LANGUAGE_RECIPES),
+                      "Named item-language recipe (configs.ITEM_LANGUAGE_RECIPES).",
+                      flag_values=flag_values)
+    flags.DEFINE_multi_string("set", [], "ItemLanguageConfig FIELD=VALUE (repeatable; "
+                              "wins over the recipe).", flag_values=flag_values)
 
 
 def config_from_flags(flag_values=None, **changes):

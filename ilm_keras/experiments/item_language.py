@@ -31,6 +31,7 @@ import numpy as np
 from ilm_keras import data as ild
 from ilm_keras.data.movielens import readable_title
 from ilm_keras.experiments import pipeline as pl
+from ilm_keras.experiments.configs import ITEM_LANGUAGE_RECIPES
 from ilm_keras.experiments.configs import parse_overrides
 from ilm_keras.metrics.perplexity import token_nll
 from ilm_keras.models.item_language_model import ItemLanguageModel
@@ -270,6 +271,23 @@ def replace_from_assignments(config, assignments):
     return dataclasses.replace(
         config, **parse_overrides(assignments, type(config))
     )
+
+
+def config_from_flags(flag_values=None, **changes):
+    """The `ItemLanguageConfig` that `--recipe` and `--set` name
+    (`configs.define_item_language_flags`), with `changes` (a script's own
+    settings) applied over the recipe and `--set` over both.
+
+    Example:
+    ```python
+    config = config_from_flags(seed=1)  # after absl parsed the flags
+    ```
+    """
+    from absl import flags
+
+    values = flags.FLAGS if flag_values is None else flag_values
+    config = ItemLanguageConfig(**{**ITEM_LANGUAGE_RECIPES[values.recipe], **changes})
+    return replace_from_assignments(config, values.set)
 
 
 # ----------------------------------------------------------------------

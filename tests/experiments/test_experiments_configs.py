@@ -75,8 +75,28 @@ def test_item_language_flags_reach_the_item_language_config():
     define_item_language_flags(flag_values=values)
     values(["prog", "--set=align_epochs=20", "--set", "eval_tasks=genres,year"])
     assert values.data.endswith(os.path.join("shared", "data", "ml-100k"))
-    config = il.replace_from_assignments(il.ItemLanguageConfig(), values.set)
-    assert config.align_epochs == 20 and config.eval_tasks == ("genres", "year")
+    assert values.recipe == "paper"
+    config = il.config_from_flags(values, seed=3)
+    assert config == il.ItemLanguageConfig(seed=3, align_epochs=20,
+                                           eval_tasks=("genres", "year"))
+
+
+def test_item_language_recipe_then_script_then_set():
+    from ilm_keras.experiments import item_language as il
+    from ilm_keras.experiments.configs import ITEM_LANGUAGE_RECIPES
+    from ilm_keras.experiments.configs import define_item_language_flags
+
+    values = flags.FlagValues()
+    define_item_language_flags(flag_values=values)
+    values(["prog", "--recipe=genre_bag", "--set=align_validation=0.1"])
+    config = il.config_from_flags(values, align_epochs=50, phase2_steps=7)
+    assert config.align_target == "genre_bag"  # the recipe
+    assert config.align_epochs == 50 and config.phase2_steps == 7  # the script
+    assert config.align_validation == 0.1  # --set wins over both
+    for name, fields in ITEM_LANGUAGE_RECIPES.items():  # every recipe is valid
+        il.ItemLanguageConfig(**fields)
+    with pytest.raises(flags.IllegalFlagValueError, match="recipe"):
+        values(["prog", "--recipe=genre_lst"])
 
 
 def test_dataset_config_follows_the_dataset():
