@@ -38,8 +38,9 @@ def test_cells_share_phases_and_resume(tmp_path):
     assert none["valid_per_epoch"] is None  # OpenP5-R trains nothing.
     # The kept model on the validation targets of the same users.
     assert set(none["valid"]) == {"sequential/seen"}
-    assert none["valid"]["sequential/seen"]["num_users"] == 4
-    assert none["valid"]["sequential/seen"] != none["test"]["sequential/seen"]
+    valid = none["valid"]["sequential/seen"]
+    assert valid["num_users"] == 4
+    assert 0.0 <= valid["NDCG@5"] <= valid["HR@5"] <= valid["HR@10"] <= 1.0
     with open(tmp_path / "none" / "results.md") as f:
         assert "| validation: sequential/seen |" in f.read()
     assert os.path.exists(tmp_path / "none" / "results.md")
