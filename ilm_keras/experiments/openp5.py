@@ -355,21 +355,17 @@ def results_markdown(results):
         "| task / template | " + " | ".join(METRIC_KEYS) + " | users |",
         "|---|" + "---|" * (len(METRIC_KEYS) + 1),
     ]
-    for key, m in results["test"].items():
-        lines.append(f"| {key} | " + " | ".join(f"{m[k]:.4f}" for k in METRIC_KEYS)
-                     + f" | {m['num_users']} |")
-    for name, m in results["references"]["test"].items():
-        lines.append(f"| {name} (sequential history) | "
-                     + " | ".join(f"{m[k]:.4f}" for k in METRIC_KEYS)
-                     + f" | {int(m['num_users'])} |")
-    for key, m in results.get("valid", {}).items():  # cells before it lack it
-        lines.append(f"| validation: {key} | "
-                     + " | ".join(f"{m[k]:.4f}" for k in METRIC_KEYS)
-                     + f" | {m['num_users']} |")
-    for name, m in results["references"]["valid"].items():
-        lines.append(f"| validation: {name} (sequential history) | "
-                     + " | ".join(f"{m[k]:.4f}" for k in METRIC_KEYS)
-                     + f" | {int(m['num_users'])} |")
+    groups = (  # (row label prefix, {name: metrics}, label suffix)
+        ("", results["test"], ""),
+        ("", results["references"]["test"], " (sequential history)"),
+        ("validation: ", results.get("valid", {}), ""),  # older cells lack it
+        ("validation: ", results["references"]["valid"], " (sequential history)"),
+    )
+    for prefix, rows, suffix in groups:
+        for name, m in rows.items():
+            lines.append(f"| {prefix}{name}{suffix} | "
+                         + " | ".join(f"{m[k]:.4f}" for k in METRIC_KEYS)
+                         + f" | {int(m['num_users'])} |")
     lines += ["", "History items excluded from the LLM rankings: "
               f"{results['config']['exclude_history']}.",
               f"Wall time: {results['seconds']['total']:.0f}s.", ""]
