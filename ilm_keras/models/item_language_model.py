@@ -328,6 +328,13 @@ class ItemLanguageModel(keras_hub.models.CausalLM):
             logits = self.backbone.logits(hidden)
             return logits[:, 0, :], hidden[:, 0, :], cache
 
+        if stop_token_ids is not None:
+            # The sampler stops once every row holds a stop token after its
+            # prompt, and the positions not yet decoded hold the pad token:
+            # where that is also an end token (GPT-2), nothing would be
+            # decoded. -1 is no token; each position is decoded before it is
+            # read, and one left undecoded follows a stop (masked below).
+            token_ids = ops.where(padding_mask, token_ids, -1)
         token_ids = self.sampler(
             next=next,
             prompt=token_ids,

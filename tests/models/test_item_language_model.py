@@ -293,6 +293,21 @@ def test_generate_strings(mlp_models):
     assert [o.endswith(s) for o, s in zip(out, stripped)] == [True, True]
 
 
+def test_generate_with_stop_tokens_where_the_pad_token_is_the_end_token(mlp_models):
+    # GPT-2 pads with its end token: the positions not yet decoded must not
+    # read as answers that already ended.
+    model = mlp_models["gpt2"]
+    tokenizer = model.preprocessor.tokenizer
+    assert tokenizer.pad_token_id == tokenizer.end_token_id
+    model.compile(sampler="greedy")
+    free = model.generate(PROMPTS[:2], max_length=40, stop_token_ids=None,
+                          strip_prompt=True)
+    stopped = model.generate(PROMPTS[:2], max_length=40, strip_prompt=True)
+    assert all(stopped)  # something was decoded
+    # The same greedy tokens up to the end token, if one was decoded.
+    assert [f.startswith(s) for f, s in zip(free, stopped)] == [True, True]
+
+
 # ----------------------------------------------------------------------
 # Constrained top-K recommendation.
 # ----------------------------------------------------------------------
