@@ -9,9 +9,10 @@ runs it and `examples/item_language.py` runs one cell.
 
 - `split_items`: seen items (their texts are phase-1 and phase-2 targets)
   and held-out items (never a text target; only their CF vectors known).
-- `item_task_examples`, `chat_prompt`, `reference_prompt`,
-  `prior_answers`: the prompts and answers of the conversational tasks
-  (`ilm_keras.data.templates`), and the reference rows' prompts.
+- `item_task_examples`, `answer_subject_text`, `chat_prompt`,
+  `reference_prompt`, `prior_answers`: the prompts and answers of the
+  conversational tasks (`ilm_keras.data.templates`; the answers name the
+  item by its title or as "This movie"), and the reference rows' prompts.
 - `parse_genres`, `genre_scores`, `parse_year`, `year_within`: the exact
   metrics (no embedding model needed).
 - `linear_probe`: ridge regression from the CF vector to genres and year,
@@ -50,6 +51,8 @@ from ilm_keras.utils.schedules import warmup_cosine
 
 VARIANTS = ("mlp", "ilm_rand", "ilm")
 ALIGN_TARGETS = ("genre_list", "genre_bag")
+# Who the answers of the item tasks are about (`ItemLanguageConfig.answer_subject`).
+ANSWER_SUBJECTS = ("title", "this_movie")
 ROWS = ("text_reference", "mlp", "ilm_rand", "ilm", "floor_llm", "floor_prior")
 ROW_NAMES = {
     "text_reference": "frozen LLM + title in text (upper reference)",
@@ -129,6 +132,13 @@ class ItemLanguageConfig:
             genre list (" Comedy, Drama"); "genre_bag", the mean of the
             item's genres' embeddings in every slot (order-free;
             `soft_token_bag_targets`).
+        answer_subject: how the answers name their item (`ANSWER_SUBJECTS`):
+            "title", the templates' answers ("Toy Story is Animation,
+            Children's and Comedy."); "this_movie", the same answers with
+            the title replaced by "This movie" (beyond the paper: a
+            held-out item's title cannot be known from its CF vector, so
+            the answer asks only for what can). The `title` task needs
+            "title".
         max_new_tokens: the longest generated answer.
         generate_batch_size: prompts per `generate` call.
         one_shot: give the reference rows (frozen LLM, no training) one
@@ -166,6 +176,7 @@ class ItemLanguageConfig:
     align_validation: float = 0.0
     align_patience: int = 10
     align_target: str = "genre_list"
+    answer_subject: str = "title"
     max_new_tokens: int = 24
     generate_batch_size: int = 16
     one_shot: bool = True
@@ -178,6 +189,13 @@ class ItemLanguageConfig:
         if self.align_target not in ALIGN_TARGETS:
             raise ValueError(f"align_target must be one of {ALIGN_TARGETS}, "
                              f"got {self.align_target!r}.")
+        if self.answer_subject not in ANSWER_SUBJECTS:
+            raise ValueError(f"answer_subject must be one of {ANSWER_SUBJECTS}, "
+                             f"got {self.answer_subject!r}.")
+        tasks = set(self.train_tasks) | set(self.eval_tasks)
+        if self.answer_subject != "title" and "title" in tasks:
+            raise ValueError("The `title` task's answer is the title: it needs "
+                             f"answer_subject='title', got {self.answer_subject!r}.")
 
     def pipeline_config(self):
         """The `PipelineConfig` of the shared steps (CF, phase 1, Q-Former):
@@ -204,6 +222,11 @@ TRAINING_ONLY_FIELDS = frozenset({
     "align_learning_rate", "align_validation", "align_patience",
     "align_target", "num_general_prompts", "verbose"})
 REFERENCE_ROWS = ("text_reference", "floor_llm", "floor_prior")
+# How `generate_answers` decodes, stored with every result: answers of an
+# earlier scheme are never reused. 1 (unnamed in older results): a batch
+# decoded to its longest prompt + `max_new_tokens`, so shorter prompts got
+# more tokens; 2: exactly `max_new_tokens` per answer.
+GENERATION = 2
 
 
 def reusable_reference_rows(previous, config, sequence_length, metrics=None):
@@ -211,8 +234,8 @@ def reusable_reference_rows(previous, config, sequence_length, metrics=None):
     exactly the rows this run would compute.
 
     They are when every config field but `TRAINING_ONLY_FIELDS` is equal and
-    the sequence length is too (greedy decoding of the same prompts by the
-    same frozen LLM).
+    the sequence length and the decoding scheme (`GENERATION`) are too
+    (greedy decoding of the same prompts by the same frozen LLM).
 
     Args:
         previous: an earlier `run_item_language_seed` result (its JSON).
@@ -236,6 +259,9 @@ def reusable_reference_rows(previous, config, sequence_length, metrics=None):
             a, b = list(a), list(b) if isinstance(b, (list, tuple)) else b
         if a != b:
             return None, None, f"config field {field!r}: {b!r} there, {a!r} here"
+    if previous.get("generation", 1) != GENERATION:
+        return None, None, (f"answers decoded by scheme {previous.get('generation', 1)} "
+                            f"there, {GENERATION} here (`GENERATION`)")
     if previous.get("sequence_length") != sequence_length:
         return None, None, (f"sequence length {previous.get('sequence_length')} "
                             f"there, {sequence_length} here")
@@ -356,13 +382,14 @@ def chat_prompt(question, examples=()):
     return turns + f"<|im_start|>user\n{question}<|im_end|>\n<|im_start|>assistant\n"
 
 
-def item_task_examples(data, items, task, seed=0):
+def item_task_examples(data, items, task, seed=0, subject="title"):
     """`(item, question, answer)` of one single-item task for `items`.
 
     The question mentions the item as `item_<index>` (one of the task's
     three phrasings, drawn with `seed`); the answer is the template text of
     `ilm_keras.data.templates` (e.g. "Toy Story is Animation, Children's
-    and Comedy.").
+    and Comedy."), with the title replaced by "This movie" when `subject`
+    is "this_movie" (`ANSWER_SUBJECTS`).
 
     Example:
     ```python
@@ -375,7 +402,25 @@ def item_task_examples(data, items, task, seed=0):
     if len(pairs) != len(items):
         raise ValueError(f"{task}: {len(items)} items but {len(pairs)} answers "
                          "(an item lacks the metadata the task needs).")
-    return [(i, q, a) for i, (q, a) in zip(items, pairs)]
+    if subject == "title":
+        return [(i, q, a) for i, (q, a) in zip(items, pairs)]
+    if subject != "this_movie" or task == "title":
+        raise ValueError(f"subject must be one of {ANSWER_SUBJECTS} ('title' for "
+                         f"the title task); got {subject!r} for {task!r}.")
+    out = []
+    for i, (q, a) in zip(items, pairs):
+        title = answer_subject_text(data, i, subject="title")
+        if not a.startswith(title):
+            raise ValueError(f"{task} answer {a!r} does not start with the title {title!r}.")
+        out.append((i, q, answer_subject_text(data, i, subject) + a[len(title):]))
+    return out
+
+
+def answer_subject_text(data, item, subject="title"):
+    """How an answer names `item`: its readable title, or "This movie"."""
+    if subject == "this_movie":
+        return "This movie"
+    return readable_title(data.item_meta[item]["title"])
 
 
 def reference_prompt(question, data, item, mode):
@@ -768,19 +813,33 @@ def _round_up(n, multiple=16):
     return -(-int(n) // multiple) * multiple
 
 
+def _stop_token_ids(tokenizer):
+    """The end tokens `CausalLM.generate(stop_token_ids="auto")` stops on."""
+    stop = [tokenizer.end_token_id]
+    if getattr(tokenizer, "end_token2_id", None) is not None:
+        stop.append(tokenizer.end_token2_id)
+    return stop
+
+
 def generate_answers(model, prompts, max_new_tokens=24, batch_size=16):
-    """Greedy answers of `model` to `prompts`, without the echoed prompt.
+    """Greedy answers of `model` to `prompts`, without the prompt: at most
+    `max_new_tokens` new tokens each (the end token included), whatever the
+    other prompts of its batch.
 
     Prompts go in fixed-size batches (the last one padded with repeats) of
     similar length, with `max_length` rounded up to 16, to bound the number
-    of compiled shapes. `model` decodes with the sampler it was compiled
-    with (compile it once, e.g. `model.compile(sampler="greedy")`:
-    compiling again discards the compiled `generate`).
+    of compiled shapes; a batch's shorter prompts may decode further, and
+    their tokens past their own budget are dropped, so every answer has the
+    same budget. `model` decodes with the sampler it was compiled with
+    (compile it once, e.g. `model.compile(sampler="greedy")`: compiling
+    again discards the compiled `generate`).
 
     Returns:
         A list of strings, one per prompt.
     """
     preprocessor = model.preprocessor
+    stop = _stop_token_ids(preprocessor.tokenizer)
+    generate = model.make_generate_function()
     prompts = list(prompts)
     full = preprocessor.sequence_length
     lengths = np.asarray(preprocessor.generate_preprocess(
@@ -792,11 +851,17 @@ def generate_answers(model, prompts, max_new_tokens=24, batch_size=16):
         batch = [prompts[r] for r in rows]
         batch += [batch[-1]] * (batch_size - len(batch))
         max_length = min(_round_up(max(lengths[r] for r in rows) + max_new_tokens), full)
-        replies = model.generate(batch, max_length=max_length, stop_token_ids="auto")
-        echoes = preprocessor.generate_postprocess(
-            preprocessor.generate_preprocess(batch, sequence_length=max_length))
-        for r, reply, echo in zip(rows, replies, echoes):
-            out[r] = (reply[len(echo):] if reply.startswith(echo) else reply).strip()
+        x = preprocessor.generate_preprocess(batch, sequence_length=max_length)
+        y = generate(x, stop_token_ids=stop)
+        mask = np.asarray(keras.ops.convert_to_numpy(y["padding_mask"])).astype(bool)
+        own = np.asarray([lengths[r] for r in rows] + [lengths[rows[-1]]] *
+                         (batch_size - len(rows)))[:, None]
+        position = np.arange(mask.shape[1])[None, :]
+        new = mask & (position >= own) & (position < own + max_new_tokens)
+        texts = preprocessor.generate_postprocess(
+            {"token_ids": y["token_ids"], "padding_mask": new})
+        for r, text in zip(rows, texts):
+            out[r] = text.strip()
     return out
 
 
@@ -862,7 +927,9 @@ def genre_log_likelihoods(model, prompts, titles, batch_size=16):
     answer "<title> is <genre>" (the `genres` task's answer format, the
     true title given as the answer's start, the genre its first word).
 
-    The title tokens are the same for every candidate, so the ranking is
+    `titles` are how each answer names its item (`answer_subject_text`: the
+    true title, or "This movie"). The title tokens are the same for every
+    candidate, so the ranking is
     that of the genre's own log-probability after "<title> is ". The title
     is given to every row alike (the floor row included), so a row's gain
     over the floor is what its prompt adds.
@@ -1016,13 +1083,14 @@ def preserved_ability(model, plain_lm, prompts, max_new_tokens=24):
     plain_lm.compile(sampler="greedy")
     out = plain_lm.generate(
         {"token_ids": x["token_ids"], "padding_mask": x["padding_mask"]},
-        stop_token_ids=[tokenizer.end_token_id])
+        stop_token_ids=_stop_token_ids(tokenizer))
     ids = np.asarray(keras.ops.convert_to_numpy(out["token_ids"]))
     mask = np.asarray(keras.ops.convert_to_numpy(out["padding_mask"])).astype(bool)
     special = set(getattr(tokenizer, "special_token_ids", []) or [])
     theirs = []
     for row, length in enumerate(lengths):
-        new = [int(t) for t, m in zip(ids[row, length:], mask[row, length:])
+        end = length + max_new_tokens  # the budget `generate_answers` keeps
+        new = [int(t) for t, m in zip(ids[row, length:end], mask[row, length:end])
                if m and int(t) not in special]
         text = tokenizer.detokenize([new])[0] if new else ""
         theirs.append((text.decode("utf-8") if isinstance(text, bytes) else str(text)).strip())
@@ -1169,7 +1237,8 @@ def run_item_language_seed(data, config, backbone, tokenizer, encoder,
     train_pairs = []
     for task in config.train_tasks:
         train_pairs += [(chat_prompt(q), a) for _, q, a in
-                        item_task_examples(data, seen, task, seed=seed)]
+                        item_task_examples(data, seen, task, seed=seed,
+                                           subject=config.answer_subject)]
     assert_never_targets(data, held_out, phase2_pairs=train_pairs)
     rng = np.random.default_rng([seed, 20])
     subsets = {
@@ -1180,12 +1249,14 @@ def run_item_language_seed(data, config, backbone, tokenizer, encoder,
     tests = {}  # (subset, task) -> list of (item, question, answer)
     for subset, items in subsets.items():
         for task in config.eval_tasks:
-            tests[(subset, task)] = item_task_examples(data, items, task, seed=seed + 1000)
+            tests[(subset, task)] = item_task_examples(
+                data, items, task, seed=seed + 1000, subject=config.answer_subject)
 
     def reference_question(task, q, item, mode):
         shots = ()
         if config.one_shot:
-            (_, dq, da), = item_task_examples(data, [demo_item], task, seed=seed)
+            (_, dq, da), = item_task_examples(data, [demo_item], task, seed=seed,
+                                              subject=config.answer_subject)
             shots = ((reference_prompt(dq, data, demo_item, mode), da),)
         return chat_prompt(reference_prompt(q, data, item, mode), shots)
 
@@ -1243,7 +1314,9 @@ def run_item_language_seed(data, config, backbone, tokenizer, encoder,
                     scores = np.tile(genre_prior, (len(cases), 1))
                 else:
                     scores = genre_log_likelihoods(
-                        model, prompts, [readable_title(m["title"]) for m in metas],
+                        model, prompts,
+                        [answer_subject_text(data, item, config.answer_subject)
+                         for item, _, _ in cases],
                         config.generate_batch_size)
                 true_genres = [m["genres"] for m in metas]
                 metrics.update(_mean_metrics(genre_ranking_scores(scores, true_genres)))
@@ -1341,6 +1414,7 @@ def run_item_language_seed(data, config, backbone, tokenizer, encoder,
                       "eval_held_out": int(len(subsets["held_out"]))},
         "num_phase2_pairs": len(train_pairs),
         "sequence_length": int(sequence_length),
+        "generation": GENERATION,
         "rows": rows,
         "references_from": references_from,
         "phase1_loss": phase1_loss,  # per epoch, each loss of phase 1

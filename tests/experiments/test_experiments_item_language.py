@@ -102,6 +102,28 @@ def test_prompts_and_reference_rows():
     assert il.parse_genres(prior["genres"]) == {"Comedy"}
 
 
+def test_answers_about_this_movie_drop_only_the_title():
+    data = _toy_data()
+    for task, expected in [("genres", "This movie is Action and Thriller."),
+                           ("year", "This movie was released in 1992."),
+                           ("describe", "This movie is a movie from 1992 in the "
+                                        "Action and Thriller genres.")]:
+        (_, question, titled), = il.item_task_examples(data, [2], task, seed=5)
+        (_, same_question, answer), = il.item_task_examples(
+            data, [2], task, seed=5, subject="this_movie")
+        assert same_question == question and titled.startswith("Movie 2 ")
+        assert answer == expected
+        assert il.parse_genres(answer) == il.parse_genres(titled)
+    with pytest.raises(ValueError, match="title"):
+        il.item_task_examples(data, [2], "title", subject="this_movie")
+    with pytest.raises(ValueError, match="answer_subject"):
+        il.ItemLanguageConfig(answer_subject="the film")
+    with pytest.raises(ValueError, match="title"):
+        il.ItemLanguageConfig(answer_subject="this_movie",
+                              eval_tasks=("genres", "title"))
+    assert il.ItemLanguageConfig(answer_subject="this_movie").answer_subject == "this_movie"
+
+
 def test_linear_probe_recovers_linear_genres():
     rng = np.random.default_rng(0)
     vectors = rng.normal(size=(400, 8))
@@ -317,7 +339,7 @@ def test_reference_rows_are_reused_only_from_a_run_that_computes_them_alike():
     previous = json.loads(json.dumps({  # as read back from its JSON file
         "config": dataclasses.asdict(dataclasses.replace(
             config, phase2_steps=7, align_epochs=5, align_target="genre_bag")),
-        "sequence_length": 128, "code": "commit abc",
+        "sequence_length": 128, "code": "commit abc", "generation": il.GENERATION,
         "rows": {"text_reference": row, "floor_llm": row, "floor_prior": row, "mlp": row},
         "examples": {"text_reference": {"held_out": {}}}}))
     rows, examples, reason = il.reusable_reference_rows(previous, config, 128, metrics=row)
@@ -333,7 +355,32 @@ def test_reference_rows_are_reused_only_from_a_run_that_computes_them_alike():
         assert rows is None and message in reason
     assert "sequence length 128 there, 144 here" in il.reusable_reference_rows(
         previous, config, 144)[2]
+    # Answers decoded by another scheme (older results do not name theirs).
+    for scheme in ({"generation": il.GENERATION - 1}, {}):
+        older = {k: v for k, v in previous.items() if k != "generation"}
+        rows, _, reason = il.reusable_reference_rows({**older, **scheme}, config, 128)
+        assert rows is None and "decoded by scheme 1" in reason
     other = {"held_out": {"genres": {"genre_f1": 0.5, "genre_item_auc": 0.6, "n": 4}}}
     assert "metrics" in il.reusable_reference_rows(previous, config, 128, metrics=other)[2]
     del previous["rows"]["floor_llm"]
     assert "no rows ['floor_llm']" in il.reusable_reference_rows(previous, config, 128)[2]
+
+
+def test_generate_answers_gives_every_prompt_the_same_budget():
+    model = tiny_item_model()
+    model.compile(sampler="greedy")
+    tokenizer = model.preprocessor.tokenizer
+    # Prompt lengths far apart: a batch is padded to its longest prompt, so
+    # the short prompts could decode far past `max_new_tokens`.
+    prompts = ["a", "what is item_1 about, in more words?", "hi item_1",
+               "x" * 25, "say y"]
+    together = il.generate_answers(model, prompts, max_new_tokens=5, batch_size=4)
+    alone = [il.generate_answers(model, [p], max_new_tokens=5, batch_size=1)[0]
+             for p in prompts]
+    assert together == alone  # an answer does not depend on its batch
+    counts = [len(tokenizer(a)) for a in together]
+    assert max(counts) <= 5 and max(counts) >= 3, (together, counts)
+    # The same greedy tokens as a longer budget's, cut.
+    longer = il.generate_answers(model, prompts, max_new_tokens=9, batch_size=4)
+    for short, long in zip(together, longer):
+        assert long.startswith(short)
